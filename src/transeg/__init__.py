@@ -1,0 +1,22 @@
+"""transeg: transformer semantic segmentation (SegFormer, Segmenter, SegDeformer) in PyTorch."""
+
+from transeg.errors import TransegError
+from transeg.models.config import ModelConfig, build_model
+from transeg.models.segmentor import Segmentor, SegOutput
+from transeg.models.zoo import create_model, list_models
+from transeg.weights.io import load_model, save_hf_pretrained, save_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelConfig",
+    "SegOutput",
+    "Segmentor",
+    "TransegError",
+    "build_model",
+    "create_model",
+    "list_models",
+    "load_model",
+    "save_hf_pretrained",
+    "save_model",
+]

@@ -1,0 +1,90 @@
+"""ModelConfig: everything needed to rebuild a model, stored as JSON beside its weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from transeg.errors import TransegError
+from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
+from transeg.models.encoders.mit import MiTConfig, MixTransformer
+from transeg.models.segmentor import Segmentor
+
+# The one place where a name in a file is turned into a class.
+ENCODERS: dict[str, tuple[type, type]] = {"mit": (MiTConfig, MixTransformer)}
+DECODERS: dict[str, tuple[type, type]] = {"mlp": (MLPDecoderConfig, MLPDecoder)}
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole segmentation model. ``mean``/``std`` normalise 0-255 RGB input."""
+
+    encoder: str
+    encoder_config: Any
+    decoder: str
+    decoder_config: Any
+    num_classes: int
+    name: str = "custom"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    class_names: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        """Rebuild from ``to_dict`` output; an unknown key or name is a TransegError naming it."""
+        data = dict(data)
+        _check_keys(cls, data, source)
+        encoder, decoder = data["encoder"], data["decoder"]
+        if encoder not in ENCODERS:
+            raise TransegError(f"{source}: unknown encoder {encoder!r} (known: {sorted(ENCODERS)})")
+        if decoder not in DECODERS:
+            raise TransegError(f"{source}: unknown decoder {decoder!r} (known: {sorted(DECODERS)})")
+        data["encoder_config"] = _dataclass_from_dict(ENCODERS[encoder][0], data["encoder_config"], source)
+        data["decoder_config"] = _dataclass_from_dict(DECODERS[decoder][0], data["decoder_config"], source)
+        for key in ("mean", "std", "class_names"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config") -> ModelConfig:
+        try:
+            return cls.from_dict(json.loads(text), source)
+        except json.JSONDecodeError as exc:
+            raise TransegError(f"{source}: the model config is not valid JSON ({exc})") from None
+
+
+def _check_keys(cls: type, data: dict[str, Any], source: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise TransegError(f"{source}: unknown key(s) {unknown} for {cls.__name__}")
+    required = [
+        name for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in data
+    ]
+    if required:
+        raise TransegError(f"{source}: missing key(s) {required} for {cls.__name__}")
+
+
+def _dataclass_from_dict(cls: type, data: dict[str, Any], source: str) -> Any:
+    _check_keys(cls, data, source)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def build_model(config: ModelConfig) -> Segmentor:
+    """Instantiate the modules described by ``config`` (randomly initialised)."""
+    encoder = ENCODERS[config.encoder][1](config.encoder_config)
+    decoder = DECODERS[config.decoder][1](encoder.out_channels, config.num_classes, config.decoder_config)
+    return Segmentor(encoder, decoder, config).eval()
