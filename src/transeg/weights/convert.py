@@ -3,7 +3,8 @@
 transeg keys (the project's file format):
 
 * ``encoder.stages.{i}.patch_embed.{proj,norm}.*``
-* ``encoder.stages.{i}.blocks.{j}.{norm1,attn.q,attn.kv,attn.sr,attn.norm,attn.proj,norm2,mlp.fc1,mlp.dwconv,mlp.fc2}.*``
+* ``encoder.stages.{i}.blocks.{j}.{norm1,attn.q,attn.kv,attn.sr,attn.norm,attn.proj,norm2,mlp.fc1,mlp.dwconv,
+  mlp.fc2}.*``
 * ``encoder.stages.{i}.norm.*``
 * ``decoder.{proj.{i},fuse,norm,classifier}.*``
 
@@ -17,6 +18,7 @@ known to be unused (``decode_head.conv_seg``, classification heads).
 from __future__ import annotations
 
 import re
+
 import torch
 
 from transeg.errors import TransegError

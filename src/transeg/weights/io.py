@@ -227,17 +227,19 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
 
 
 def read_encoder_state(path: str | os.PathLike[str]) -> StateDict:
-    """Encoder weights (transeg keys without ``encoder.``) from any file that holds a MiT encoder."""
+    """Encoder weights (transeg keys without ``encoder.``) from any file that holds a MiT encoder:
+    an ImageNet ``mit_b*.pth``, an official/mmseg segmentation checkpoint, a transformers directory
+    (segmentation or classification) or a transeg file."""
     path = Path(path)
     if not path.exists():
         raise TransegError(f"{path}: no such file or directory")
     if path.is_dir():
-        state = read_safetensors(_hf_weights_file(path))[0] if (path / "model.safetensors").is_file() \
-            else read_torch_file(_hf_weights_file(path))
-        if (path / "config.json").is_file() and '"model_type"' in (path / "config.json").read_text():
-            state = {k: v for k, v in convert.hf5_to_hf4(state).items() if ".encoder." in f".{k}"}
-            return convert.strip_to_encoder(convert.hf_to_transeg(state))
-        return convert.strip_to_encoder(state)
+        weights = _hf_weights_file(path)
+        state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else read_torch_file(weights)
+        if not (path / "config.json").is_file():
+            raise TransegError(f"{path}: no config.json in this transformers directory")
+        encoder_only = {k: v for k, v in convert.hf5_to_hf4(state).items() if k.startswith(("segformer.", "encoder."))}
+        return convert.strip_to_encoder(convert.hf_to_transeg(encoder_only))
     if path.suffix == ".safetensors":
         return convert.strip_to_encoder(read_safetensors(path)[0])
     return convert.strip_to_encoder(convert.official_to_transeg(read_torch_file(path)))

@@ -41,10 +41,10 @@ class MLPDecoder(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]
         projected = []
-        for x, proj in zip(features, self.proj, strict=True):
+        for i, (x, proj) in enumerate(zip(features, self.proj, strict=True)):
             # A Linear over channels is a 1x1 conv; this form avoids two transposes.
             x = F.conv2d(x, proj.weight[:, :, None, None], proj.bias)
-            if x.shape[2:] != size:
+            if i > 0:  # decided by position, not by shape, so that export sees no shape test
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
             projected.append(x)
         x = self.fuse(torch.cat(projected[::-1], dim=1))

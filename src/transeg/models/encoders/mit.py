@@ -89,7 +89,7 @@ class MixFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         x = self.fc1(x)
-        b, n, c = x.shape
+        b, _, c = x.shape
         x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
         return self.fc2(self.act(x))
 

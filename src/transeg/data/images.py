@@ -1,0 +1,151 @@
+"""Image and label-map I/O (Pillow), palettes and overlays.
+
+Images are (H, W, 3) uint8 RGB arrays; label maps are (H, W) integer arrays of class indices.
+Every failure to read a file is a one-line ``TransegError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from transeg.errors import TransegError
+
+# What Pillow raises on missing, unreadable, truncated or corrupt files.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                  Image.DecompressionBombError)
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+@contextmanager
+def _strict_loading() -> Iterator[None]:
+    """Make Pillow raise on truncated files even if some other code turned that off."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _open(path: str | Path, exif: bool) -> Image.Image:
+    """Open and fully decode ``path`` (applying its EXIF orientation if ``exif``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TransegError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise TransegError(f"{path}: the file is empty")
+    try:
+        with _strict_loading(), Image.open(path) as img:
+            img.load()
+            return ImageOps.exif_transpose(img) if exif else img.copy()
+    except _DECODE_ERRORS as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise TransegError(f"{path}: cannot read the image ({reason})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, upright per its EXIF orientation.
+
+    Greyscale, palette, CMYK and 16-bit images are converted to RGB; alpha is dropped.
+    """
+    img = _open(path, exif=True)
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "P":
+        img = img.convert("RGBA")  # honours palette transparency without a warning
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a label map of class indices: (H, W) uint8, or int64 when values exceed 255.
+
+    Accepts 8-bit greyscale, palette images (the palette indices are the classes) and 16/32-bit
+    greyscale. Colour (RGB) label maps are refused: their pixels are colours, not classes.
+    """
+    img = _open(path, exif=False)
+    if img.mode in ("L", "P", "1"):
+        return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode in _SIXTEEN_BIT_MODES:
+        labels = np.asarray(img, dtype=np.int64)
+        if labels.size and labels.min() < 0:
+            raise TransegError(f"{path}: the label map holds negative values (min {labels.min()})")
+        if labels.size == 0 or labels.max() <= 255:
+            return labels.astype(np.uint8)
+        return labels
+    if img.mode in _COLOUR_MODES:
+        raise TransegError(
+            f"{path}: the label map is a colour ({img.mode}) image; label maps must hold class "
+            "indices, not colours: convert it to a greyscale or palette ('P') PNG of class indices"
+        )
+    raise TransegError(f"{path}: unsupported label map mode {img.mode!r} (use an 8-bit or 16-bit PNG)")
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 colours: the PASCAL VOC bit-interleaved palette (distinct up to 2**24)."""
+    if num_classes < 1:
+        raise TransegError(f"num_classes must be at least 1, got {num_classes}")
+    index = np.arange(num_classes, dtype=np.int64)
+    palette = np.zeros((num_classes, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
+
+
+def save_label_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> None:
+    """Write (H, W) class indices as a PNG whose pixel values are the indices.
+
+    With at most 256 palette entries and values <= 255 it is a palette ('P') PNG coloured by
+    ``palette`` (default: ``default_palette(256)``); otherwise a 16-bit greyscale PNG.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise TransegError(f"{path}: labels must be an (H, W) integer array, "
+                           f"got {labels.dtype} {labels.shape}")
+    low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise TransegError(f"{path}: label values must lie in 0..65535, got {low}..{high}")
+    if palette is None:
+        palette = default_palette(256)
+    palette = np.asarray(palette, dtype=np.uint8)
+    if palette.ndim != 2 or palette.shape[1] != 3:
+        raise TransegError(f"{path}: palette must be (N, 3), got {palette.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(palette) <= 256 and high <= 255:
+        img = Image.fromarray(labels.astype(np.uint8))
+        img.putpalette(palette.reshape(-1).tolist())  # turns the 'L' image into 'P', values unchanged
+    else:
+        img = Image.fromarray(labels.astype(np.uint16))
+    img.save(path, format="PNG")
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
+            ignore_index: int | None = 255) -> np.ndarray:
+    """(H, W, 3) uint8 blend ``(1 - alpha) * image + alpha * palette[labels]``;
+    pixels labelled ``ignore_index`` keep the image colour."""
+    image, labels, palette = np.asarray(image), np.asarray(labels), np.asarray(palette)
+    if image.ndim != 3 or image.shape[2] != 3 or labels.shape != image.shape[:2]:
+        raise TransegError(f"overlay: image {image.shape} and labels {labels.shape} do not match")
+    if not 0.0 <= alpha <= 1.0:
+        raise TransegError(f"overlay: alpha must lie in [0, 1], got {alpha}")
+    keep = labels == ignore_index if ignore_index is not None else np.zeros(labels.shape, dtype=bool)
+    drawn = labels[~keep]
+    if drawn.size and (drawn.min() < 0 or drawn.max() >= len(palette)):
+        raise TransegError(f"overlay: label values {drawn.min()}..{drawn.max()} exceed the "
+                           f"{len(palette)}-colour palette")
+    colours = palette[np.where(keep, 0, labels)].astype(np.float32)
+    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
+    out[keep] = image[keep]
+    return out

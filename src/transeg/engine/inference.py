@@ -1,0 +1,232 @@
+"""Inference: whole-image, sliding-window and multi-scale + flip prediction at input resolution.
+
+The functions take a model mapping (B, 3, h, w) normalised images to (B, K, h', w') logits at
+any output stride, and return (B, K, H, W) maps at the input's size. They do not switch the model
+to eval mode or disable autograd; ``Predictor`` does both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import ceil
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transeg.errors import TransegError
+
+MODES = ("whole", "slide", "ms-flip")
+MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of (B, C, h, w) to ``size``; a no-op at the same size."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise TransegError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
+    """An int or (h, w) pair of positive ints as (h, w)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value, value)
+    if not isinstance(value, Sequence) or len(value) != 2:
+        raise TransegError(f"{name} must be an int or an (h, w) pair, got {value!r}")
+    return _positive_int(name, value[0]), _positive_int(name, value[1])
+
+
+def _check_window(crop: int | Sequence[int], stride: int | Sequence[int]) -> tuple[tuple[int, int], ...]:
+    crop, stride = _pair("crop", crop), _pair("stride", stride)
+    if stride[0] > crop[0] or stride[1] > crop[1]:
+        raise TransegError(f"stride {stride} exceeds crop {crop}: sliding windows would leave gaps")
+    return crop, stride
+
+
+def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 ``(image - mean) / std`` (mean/std on 0-255)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise TransegError(f"expected an (H, W, 3) uint8 RGB image, got {desc}")
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return ((x - mean_t) / std_t).unsqueeze(0)
+
+
+def whole_logits(model: nn.Module, x: torch.Tensor, size_divisor: int | None = None) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, K, H, W) logits from one forward pass over the whole image.
+
+    With ``size_divisor`` the input is first resized (bilinear) so that H and W are multiples of
+    it, rounding up as SegFormer's ``AlignedResize`` does.
+    """
+    size = (x.shape[-2], x.shape[-1])
+    if size_divisor is not None:
+        d = _positive_int("size_divisor", size_divisor)
+        x = _resize(x, (ceil(size[0] / d) * d, ceil(size[1] / d) * d))
+    return _resize(model(x), size)
+
+
+def slide_logits(model: nn.Module, x: torch.Tensor, crop: int | Sequence[int],
+                 stride: int | Sequence[int], batch_size: int = 4) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, K, H, W) logits averaged over overlapping (crop) windows (mmseg 'slide').
+
+    Windows start every ``stride``; the last ones are shifted inward to end at the border (no
+    padding). A crop larger than the image shrinks to it. Each window's logits are resized to
+    the window, summed into the full map and divided by the per-pixel window count.
+    ``batch_size`` windows go through the model at once.
+    """
+    (h_crop, w_crop), (h_stride, w_stride) = _check_window(crop, stride)
+    batch_size = _positive_int("batch_size", batch_size)
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    h_grids = max(h - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w - w_crop + w_stride - 1, 0) // w_stride + 1
+    boxes = []
+    for i in range(h_grids):
+        for j in range(w_grids):
+            y2, x2 = min(i * h_stride + h_crop, h), min(j * w_stride + w_crop, w)
+            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    window = (min(h_crop, h), min(w_crop, w))  # every box has this size
+    logits: torch.Tensor | None = None
+    count = torch.zeros((1, 1, h, w), dtype=x.dtype, device=x.device)
+    for start in range(0, len(boxes), batch_size):
+        chunk = boxes[start:start + batch_size]
+        crops = torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
+        out = _resize(model(crops), window).split(b)
+        if logits is None:
+            logits = out[0].new_zeros((b, out[0].shape[1], h, w))
+        for (y1, y2, x1, x2), part in zip(chunk, out, strict=True):
+            logits[:, :, y1:y2, x1:x2] += part
+            count[:, :, y1:y2, x1:x2] += 1
+    assert logits is not None
+    return logits / count
+
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes; sigmoid for a single (binary) channel."""
+    return torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(dim=1)
+
+
+def ms_flip_probs(model: nn.Module, x: torch.Tensor, scales: Sequence[float] = MS_SCALES,
+                  flip: bool = True, mode: str = "whole", crop: int | Sequence[int] | None = None,
+                  stride: int | Sequence[int] | None = None, size_divisor: int | None = None,
+                  batch_size: int = 4) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, K, H, W) class probabilities averaged over scales and flips.
+
+    At each scale the input is resized by that ratio, its logits computed by ``mode`` ('whole'
+    or 'slide') and resized back to (H, W), then softmaxed (sigmoid for K == 1). With ``flip``
+    each scale also runs on the horizontally flipped input, flipping the output back.
+    """
+    if mode == "whole":
+        def base(inp: torch.Tensor) -> torch.Tensor:
+            return whole_logits(model, inp, size_divisor)
+    elif mode == "slide":
+        if crop is None or stride is None or size_divisor is not None:
+            raise TransegError("ms-flip with slide windows needs crop and stride, and no size_divisor")
+        def base(inp: torch.Tensor) -> torch.Tensor:
+            return slide_logits(model, inp, crop, stride, batch_size)
+    else:
+        raise TransegError(f"unknown ms-flip base mode {mode!r} (use 'whole' or 'slide')")
+    size = (x.shape[-2], x.shape[-1])
+    total: torch.Tensor | None = None
+    runs = 0
+    for scale in _check_scales(scales):
+        scaled = _resize(x, (max(int(size[0] * scale + 0.5), 1), max(int(size[1] * scale + 0.5), 1)))
+        for flipped in (False, True) if flip else (False,):
+            inp = scaled.flip(-1) if flipped else scaled
+            logits = base(inp)
+            probs = _probs(_resize(logits.flip(-1) if flipped else logits, size))
+            total = probs if total is None else total + probs
+            runs += 1
+    assert total is not None
+    return total / runs
+
+
+def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        raise TransegError(f"scales must be a sequence of positive numbers, got {scales!r}") from None
+    if not values or min(values) <= 0:
+        raise TransegError(f"scales must be a non-empty sequence of positive numbers, got {scales!r}")
+    return values
+
+
+def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) -> (B, H, W) int64 labels: argmax over classes, or ``logit > 0`` when K == 1."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).long()
+    return logits.argmax(dim=1)
+
+
+class Predictor:
+    """Segments (H, W, 3) uint8 RGB images at their own resolution.
+
+    ``mode``: 'whole' (one pass, optionally resized to multiples of ``size_divisor``), 'slide'
+    (``crop``/``stride`` windows) or 'ms-flip' (``scales`` and ``flip``, each scale run whole, or
+    by slide windows when ``crop`` and ``stride`` are given). The model is put in eval mode on
+    ``device`` and fed images normalised with ``model.config.mean``/``std``.
+    """
+
+    def __init__(self, model: nn.Module, mode: str = "whole", crop: int | Sequence[int] | None = None,
+                 stride: int | Sequence[int] | None = None, scales: Sequence[float] = MS_SCALES,
+                 flip: bool = True, size_divisor: int | None = None, batch_size: int = 4,
+                 device: str | torch.device = "cpu") -> None:
+        if mode not in MODES:
+            raise TransegError(f"unknown inference mode {mode!r} (known: {', '.join(MODES)})")
+        if (crop is None) != (stride is None):
+            raise TransegError("crop and stride must be given together")
+        if mode == "slide" and crop is None:
+            raise TransegError("slide inference needs crop and stride")
+        if mode == "whole" and crop is not None:
+            raise TransegError("crop/stride apply to 'slide' or 'ms-flip' inference, not 'whole'")
+        self.window = _check_window(crop, stride) if crop is not None else None
+        if size_divisor is not None:
+            if self.window is not None:
+                raise TransegError("size_divisor applies to whole-image inference, not slide windows")
+            size_divisor = _positive_int("size_divisor", size_divisor)
+        config = getattr(model, "config", None)
+        if config is None or not hasattr(config, "mean") or not hasattr(config, "std"):
+            raise TransegError("the model has no config with mean/std to normalise images")
+        try:
+            self.device = torch.device(device)
+            self.model = model.to(self.device).eval()
+        except (RuntimeError, TypeError, AssertionError) as exc:
+            raise TransegError(f"cannot use device {device!r}: {exc}".splitlines()[0]) from None
+        self.mode = mode
+        self.scales = _check_scales(scales)
+        self.flip = bool(flip)
+        self.size_divisor = size_divisor
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.mean, self.std = tuple(config.mean), tuple(config.std)
+
+    def predict_logits(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, K, H, W) float logits on ``device``.
+
+        For 'ms-flip' these are the log of the averaged probabilities (their logit for K == 1), so
+        that softmax (sigmoid) gives those probabilities back.
+        """
+        x = normalize(image, self.mean, self.std).to(self.device)
+        with torch.inference_mode():
+            if self.mode == "whole":
+                return whole_logits(self.model, x, self.size_divisor)
+            if self.mode == "slide":
+                return slide_logits(self.model, x, *self.window, self.batch_size)
+            crop, stride = self.window or (None, None)
+            probs = ms_flip_probs(self.model, x, self.scales, self.flip,
+                                  "whole" if self.window is None else "slide", crop, stride,
+                                  self.size_divisor, self.batch_size)
+            return torch.logit(probs) if probs.shape[1] == 1 else probs.log()
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W) class labels, uint8 for up to 256 classes else int64."""
+        logits = self.predict_logits(image)
+        labels = logits_to_labels(logits)[0].cpu().numpy()
+        return labels.astype(np.uint8) if logits.shape[1] <= 256 else labels

@@ -1,0 +1,74 @@
+"""Segment image files and write label maps and overlays: what ``transeg predict`` runs."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from transeg.data.images import default_palette, overlay, read_image, save_label_png
+from transeg.engine.inference import Predictor
+from transeg.errors import TransegError
+from transeg.models.segmentor import Segmentor
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def expand_images(specs: Iterable[str]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> image paths, in order."""
+    paths: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise TransegError(f"{path}: the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        elif glob.has_magic(spec):
+            found = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+            if not found:
+                raise TransegError(f"{spec}: the pattern matches no file")
+            paths.extend(found)
+        else:
+            raise TransegError(f"{path}: no such file or directory")
+    return paths
+
+
+def _output_stems(paths: list[Path]) -> list[str]:
+    """File stems, made unique with a numeric suffix where two inputs share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        stems.append(path.stem if count == 0 else f"{path.stem}-{count}")
+    return stems
+
+
+def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
+                  **predictor_options) -> list[Path]:
+    """Write ``<stem>.png`` (palette label map, input size) and ``<stem>_overlay.jpg`` per image."""
+    paths = expand_images(images)
+    predictor = Predictor(model, **predictor_options)
+    palette = default_palette(max(model.num_classes, 2))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True, disable=len(paths) < 2) as progress:
+        task = progress.add_task("predict", total=len(paths))
+        for path, stem in zip(paths, _output_stems(paths), strict=True):
+            image = read_image(path)
+            labels = predictor.predict(image)
+            label_path = out_dir / f"{stem}.png"
+            save_label_png(labels, label_path, palette)
+            blended = overlay(image, labels, palette, alpha=alpha)
+            Image.fromarray(np.ascontiguousarray(blended)).save(out_dir / f"{stem}_overlay.jpg", quality=92)
+            written.append(label_path)
+            progress.advance(task)
+    return written
