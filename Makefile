@@ -27,10 +27,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.torch
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
-	$(BIN)/transeg info segformer-b0 --size 512 512
-	$(BIN)/python -c "import numpy as np, pathlib; from PIL import Image; pathlib.Path('demo-output').mkdir(exist_ok=True); \
-	Image.fromarray(np.random.default_rng(0).integers(0, 255, (375, 500, 3), dtype=np.uint8)).save('demo-output/input.jpg')"
-	$(BIN)/transeg predict segformer-b0 demo-output/input.jpg --num-classes 19 --out demo-output
+	$(BIN)/transeg demo --out demo-output
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q

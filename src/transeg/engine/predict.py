@@ -56,7 +56,8 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
     """Write ``<stem>.png`` (palette label map, input size) and ``<stem>_overlay.jpg`` per image."""
     paths = expand_images(images)
     predictor = Predictor(model, **predictor_options)
-    palette = default_palette(max(model.num_classes, 2))
+    palette = np.asarray(model.config.palette, np.uint8) if model.config.palette else default_palette(
+        max(model.num_classes, 2))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -33,6 +33,7 @@ class ModelConfig:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     class_names: tuple[str, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None  # RGB per class, for label PNGs and overlays
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,6 +56,8 @@ class ModelConfig:
         for key in ("mean", "std", "class_names"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
+        if data.get("palette") is not None:
+            data["palette"] = tuple(tuple(int(c) for c in colour) for colour in data["palette"])
         return cls(**data)
 
     @classmethod

@@ -4,7 +4,8 @@
 
 * transeg files: ``.safetensors`` with the model config in the metadata (or a ``.json`` beside);
 * transformers SegFormer directories (``config.json`` + ``model.safetensors``/``pytorch_model.bin``);
-* official SegFormer / MMSegmentation 0.x ``.pth`` checkpoints (the config is inferred from shapes).
+* official SegFormer / MMSegmentation 0.x ``.pth`` checkpoints (the config is inferred from shapes);
+* transeg training checkpoints (``iter_*.pt``, the model config inside).
 
 Foreign pickles are opened with ``torch.load(weights_only=True)``: no code in them runs.
 """
@@ -45,19 +46,28 @@ def read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
         raise TransegError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-def read_torch_file(path: Path) -> StateDict:
-    """A pickled checkpoint read without executing code; unwraps ``state_dict``/``model`` entries."""
+def torch_load_safely(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain values only, no code runs."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, … for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TransegError(f"{path}: cannot read checkpoint safely ({first_line})") from None
+
+
+def state_dict_of(obj: Any, path: Path) -> StateDict:
+    """The state dict in a loaded checkpoint, unwrapping ``state_dict``/``model`` entries."""
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TransegError(f"{path}: holds no state dict of tensors")
     return obj
+
+
+def read_torch_file(path: Path) -> StateDict:
+    """The state dict of a pickled checkpoint, read without executing code."""
+    return state_dict_of(torch_load_safely(path), path)
 
 
 def write_atomic(path: Path, write: Any) -> None:
@@ -213,7 +223,11 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
         raise TransegError(f"{path}: the file is empty")
     if path.suffix == ".safetensors":
         return _load_transeg(path)
-    state = read_torch_file(path)
+    obj = torch_load_safely(path)
+    if isinstance(obj, dict) and CONFIG_METADATA_KEY in obj:  # a transeg training checkpoint
+        config = ModelConfig.from_json(obj[CONFIG_METADATA_KEY], source=str(path))
+        return _build_with_state(config, state_dict_of(obj, path), str(path))
+    state = state_dict_of(obj, path)
     if any(k.startswith(("decode_head.linear_c", "backbone.")) for k in state):
         return _load_official(path, state)
     if any(k.startswith(("segformer.", "decode_head.")) for k in state):

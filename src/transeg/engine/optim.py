@@ -1,0 +1,58 @@
+"""Optimizers with the papers' parameter groups, and the warm-up + poly learning-rate schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from transeg.config import OptimizerSection, ScheduleSection
+
+
+def param_groups(model: nn.Module, cfg: OptimizerSection) -> list[dict]:
+    """Parameter groups following the official SegFormer ``paramwise_cfg``.
+
+    Decoder parameters get ``lr * head_lr_mult`` (the official 'head' key); LayerNorm parameters get
+    ``weight_decay * norm_decay_mult`` (the official 'norm' key matches every LayerNorm of MiT and
+    nothing in the head, so the decoder BatchNorm and all biases keep their decay).
+    """
+    layer_norm_params = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr_mult = cfg.head_lr_mult if name.startswith("decoder.") else 1.0
+        decay_mult = cfg.norm_decay_mult if id(param) in layer_norm_params else 1.0
+        groups.setdefault((lr_mult, decay_mult), []).append(param)
+    return [
+        {"params": params, "lr": cfg.lr * lr_mult, "weight_decay": cfg.weight_decay * decay_mult}
+        for (lr_mult, decay_mult), params in sorted(groups.items())
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerSection) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
+    if cfg.type == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(iteration: int, base_lr: float, cfg: ScheduleSection) -> float:
+    """lr / base_lr at ``iteration`` (mmcv 0.x semantics, which the official configs ran with).
+
+    poly: ``(base - min_lr) * (1 - t / T) ** power + min_lr`` over all T iterations; during the
+    first ``warmup_iters`` that is scaled by a linear ramp from ``warmup_ratio`` to 1.
+    """
+    progress = min(iteration, cfg.iterations) / cfg.iterations
+    lr = (base_lr - cfg.min_lr) * (1 - progress) ** cfg.power + cfg.min_lr
+    if iteration < cfg.warmup_iters:
+        k = (1 - iteration / cfg.warmup_iters) * (1 - cfg.warmup_ratio)
+        lr *= 1 - k
+    return lr / base_lr
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleSection) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration LambdaLR applying :func:`lr_factor` to each group's own base lr."""
+    lambdas = [
+        (lambda it, base=group["lr"]: lr_factor(it, base, cfg)) for group in optimizer.param_groups
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

@@ -1,0 +1,323 @@
+"""Iteration-based training: the papers' recipes, checkpoints that resume exactly, DDP under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from transeg.config import ModelSection, TrainConfig
+from transeg.data.datasets import SegmentationDataset, build_dataset
+from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
+from transeg.data.transforms import train_transforms
+from transeg.engine import checkpoint as ckpt
+from transeg.engine.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    convert_batchnorm,
+    init_distributed,
+    warn_if_batchnorm_batch_of_one,
+)
+from transeg.engine.evaluate import evaluate
+from transeg.engine.loss import IGNORE_INDEX, total_loss
+from transeg.engine.optim import build_optimizer, build_scheduler
+from transeg.errors import TransegError
+from transeg.models.config import build_model
+from transeg.models.segmentor import Segmentor
+from transeg.models.zoo import model_config
+from transeg.weights.io import CONFIG_METADATA_KEY, load_encoder_weights, load_model, save_model
+
+
+def build_training_model(section: ModelSection, dataset: SegmentationDataset) -> Segmentor:
+    """The model a config asks for: a zoo variant (optionally with a pretrained encoder) or a
+    checkpoint to fine-tune, with the dataset's classes and palette."""
+    classes = dataset.classes
+    num_classes = section.num_classes or len(classes)
+    if num_classes != len(classes):
+        raise TransegError(f"model.num_classes is {num_classes} but the dataset has {len(classes)} classes")
+    if section.init is not None:
+        model = load_model(section.init)
+        if model.num_classes != num_classes:
+            raise TransegError(f"{section.init}: {model.num_classes} classes, the dataset has {num_classes}")
+        return model
+    config = model_config(section.name, num_classes, class_names=classes)
+    config = dataclasses.replace(config, palette=tuple(tuple(int(c) for c in rgb) for rgb in dataset.palette))
+    if section.drop_path_rate is not None:
+        config = dataclasses.replace(config, encoder_config=dataclasses.replace(
+            config.encoder_config, drop_path_rate=section.drop_path_rate))
+    if section.decoder_dropout is not None:
+        config = dataclasses.replace(config, decoder_config=dataclasses.replace(
+            config.decoder_config, dropout=section.decoder_dropout))
+    model = build_model(config)
+    if section.encoder_weights is not None:
+        load_encoder_weights(model, section.encoder_weights)
+    return model
+
+
+class _TrainForward(nn.Module):
+    """Routes ``forward`` to ``forward_train`` so that DDP sees the training pass."""
+
+    def __init__(self, model: Segmentor) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.forward_train(x)
+
+
+@dataclass
+class TrainResult:
+    iteration: int
+    output_dir: Path
+    best_miou: float | None
+    last_metrics: dict[str, Any] | None
+    stopped_early: str | None = None
+
+
+class _Log:
+    """JSON-lines log (and TensorBoard when installed), written by the main process."""
+
+    def __init__(self, directory: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = directory / "log.jsonl"
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(directory / "tensorboard"))
+            except ImportError:
+                pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "iter":
+                    self.tensorboard.add_scalar(key, value, record["iter"])
+
+
+class Trainer:
+    """Runs one training config: build, optionally resume, loop, evaluate, checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None) -> None:
+        self.cfg = cfg
+        self.info = info or init_distributed()
+        self.out_dir = Path(cfg.output_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        data = cfg.data
+        self.train_set = build_dataset(data.dataset, data.root, data.train_split, **data.options)
+        self.val_set: SegmentationDataset | None = (
+            build_dataset(data.dataset, data.root, data.val_split, **data.options) if data.val_split else None
+        )
+        torch.manual_seed(cfg.train.seed + self.info.rank)
+        self.model = build_training_model(cfg.model, self.train_set).to(self.info.device)
+        convert_batchnorm(self.model, self.info)
+        self.optimizer = build_optimizer(self.model, cfg.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
+        self.iteration = 0
+        self.best_miou: float | None = None
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            CONFIG_METADATA_KEY: self.model.config.to_json(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "iteration": self.iteration,
+            "best_miou": self.best_miou,
+            "nonfinite_in_row": self.nonfinite_in_row,
+            "nonfinite_total": self.nonfinite_total,
+            "train_config": self.cfg.model_dump(mode="json"),
+        }
+
+    def resume(self) -> bool:
+        """Load the newest checkpoint of the output directory; False when there is none."""
+        path = ckpt.latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return False
+        state = ckpt.load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration = state["iteration"]
+        self.best_miou = state["best_miou"]
+        self.nonfinite_in_row = state["nonfinite_in_row"]
+        self.nonfinite_total = state["nonfinite_total"]
+        return True
+
+    def save(self) -> Path | None:
+        path = None
+        if self.info.is_main:
+            path = ckpt.save_checkpoint(self.state(), self.ckpt_dir, self.iteration, self.cfg.train.keep_checkpoints)
+        self._barrier()
+        return path
+
+    def _barrier(self) -> None:
+        if self.info.distributed:
+            torch.distributed.barrier()
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> torch.utils.data.DataLoader:
+        cfg, data = self.cfg, self.cfg.data
+        mean, std = self.model.config.mean, self.model.config.std
+        transform = train_transforms(data.crop_size, data.scale, data.ratio_range, mean, std, data.cat_max_ratio)
+        sampler = IterationBatchSampler(
+            len(self.train_set), cfg.train.batch_size, cfg.train.seed, self.iteration, cfg.schedule.iterations,
+            self.info.rank, self.info.world_size, cfg.train.grad_accum,
+        )
+        return torch.utils.data.DataLoader(
+            TrainStream(self.train_set, transform, cfg.train.seed), batch_sampler=sampler, collate_fn=collate,
+            num_workers=data.num_workers, persistent_workers=False,
+            generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
+        )
+
+    def _per_process_count(self, label: torch.Tensor) -> torch.Tensor | None:
+        """Divisor making the DDP-averaged gradient that of the loss averaged over every labelled
+        pixel of the global batch: the global count / world size (None: this process's own count)."""
+        if not self.info.distributed:
+            return None
+        count = (label != IGNORE_INDEX).sum().float()
+        torch.distributed.all_reduce(count)
+        return count / self.info.world_size
+
+    def _step(self, network: nn.Module, batches) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns loss, parts, and whether it was applied."""
+        cfg = self.cfg.train
+        self.optimizer.zero_grad(set_to_none=True)
+        total, parts_sum = torch.zeros((), device=self.info.device), {}
+        for m in range(cfg.grad_accum):
+            batch = next(batches)
+            image = batch["image"].to(self.info.device, non_blocking=True)
+            label = batch["label"].to(self.info.device, non_blocking=True)
+            last = m == cfg.grad_accum - 1
+            sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
+                else contextlib.nullcontext()
+            with sync, torch.autocast(self.info.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                out = network(image)
+            loss, parts = total_loss(out, label, cfg.aux_loss_weights, self._per_process_count(label))
+            with sync:
+                (loss / cfg.grad_accum).backward()
+            total += loss.detach() / cfg.grad_accum
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0) + v / cfg.grad_accum
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(all_reduce_mean(total, self.info)))
+        if finite:
+            self.optimizer.step()
+        with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+            self.scheduler.step()
+        return all_reduce_mean(total, self.info), parts_sum, finite
+
+    def fit(self, show_progress: bool = True) -> TrainResult:
+        cfg = self.cfg
+        per_process = cfg.train.batch_size // (self.info.world_size * cfg.train.grad_accum)
+        if cfg.train.batch_size % (self.info.world_size * cfg.train.grad_accum):
+            raise TransegError(f"train.batch_size {cfg.train.batch_size} does not split over "
+                               f"{self.info.world_size} processes x {cfg.train.grad_accum} accumulation steps")
+        warn_if_batchnorm_batch_of_one(self.model, per_process)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.info.is_main:
+            (self.out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        log = _Log(self.out_dir, self.info.is_main)
+        self.model.train()
+        network: nn.Module = _TrainForward(self.model)
+        if self.info.distributed:
+            network = DistributedDataParallel(network, device_ids=None if self.info.device.type == "cpu"
+                                              else [self.info.device])
+        batches = iter(self._loader())
+        last_metrics, stopped = None, None
+        start_time, window_start, window_iters = time.monotonic(), time.monotonic(), 0
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
+                   TimeRemainingColumn())
+        with Progress(*columns, disable=not (show_progress and self.info.is_main)) as progress:
+            task = progress.add_task("train", total=cfg.schedule.iterations, completed=self.iteration,
+                                     loss=float("nan"), lr=self.optimizer.param_groups[0]["lr"], ips=0.0)
+            try:
+                while self.iteration < cfg.schedule.iterations:
+                    loss, parts, applied = self._step(network, batches)
+                    self.iteration += 1
+                    window_iters += 1
+                    self._count_nonfinite(applied, loss)
+                    elapsed = time.monotonic() - window_start
+                    ips = window_iters * cfg.train.batch_size / max(elapsed, 1e-9)
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    progress.update(task, advance=1, loss=float(loss), lr=lr, ips=ips)
+                    if self.iteration % cfg.train.log_interval == 0 or self.iteration == cfg.schedule.iterations:
+                        log.write({"iter": self.iteration, "loss": float(loss), "lr": lr, "imgs_per_s": ips,
+                                   **{k: float(v) for k, v in parts.items()},
+                                   "skipped_steps": self.nonfinite_total})
+                        window_start, window_iters = time.monotonic(), 0
+                    if self.val_set is not None and (self.iteration % cfg.train.eval_interval == 0
+                                                     or self.iteration == cfg.schedule.iterations):
+                        last_metrics = self._evaluate(log)
+                    if self.iteration % cfg.train.checkpoint_interval == 0:
+                        self.save()
+                    limit = cfg.train.time_limit_minutes
+                    if limit is not None and time.monotonic() - start_time > limit * 60:
+                        stopped = f"time limit of {limit} minutes"
+                        break
+            except KeyboardInterrupt:
+                path = self.save()
+                raise TransegError(f"interrupted at iteration {self.iteration}; checkpoint {path}; "
+                                   "continue with --resume") from None
+        self.save()
+        if self.info.is_main:
+            save_model(self.model, self.out_dir / "model.safetensors")
+        return TrainResult(self.iteration, self.out_dir, self.best_miou, last_metrics, stopped)
+
+    def _count_nonfinite(self, applied: bool, loss: torch.Tensor) -> None:
+        if applied:
+            self.nonfinite_in_row = 0
+            return
+        self.nonfinite_in_row += 1
+        self.nonfinite_total += 1
+        if self.nonfinite_in_row >= self.cfg.train.max_nonfinite_steps:
+            raise TransegError(
+                f"{self.nonfinite_in_row} steps in a row had a non-finite loss or gradient (last loss {float(loss)}) "
+                f"up to iteration {self.iteration}; lower optimizer.lr, set train.grad_clip or use fp32"
+            )
+
+    def _evaluate(self, log: _Log) -> dict[str, Any]:
+        data = self.cfg.data
+        metrics, _ = evaluate(self.model, self.val_set, self.cfg.eval, data.test_scale, data.size_divisor,
+                              self.info, show_progress=False)
+        self.model.train()
+        summary = {"iter": self.iteration, "mIoU": metrics.mIoU, "aAcc": metrics.aAcc, "mAcc": metrics.mAcc}
+        log.write(summary)
+        if self.best_miou is None or metrics.mIoU > self.best_miou:
+            self.best_miou = metrics.mIoU
+            if self.info.is_main:
+                save_model(self.model, self.out_dir / "best.safetensors")
+        return metrics.to_dict()
+
+
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
+    """Train (or, with ``resume``, continue) the run described by ``cfg``."""
+    trainer = Trainer(cfg)
+    if resume and not trainer.resume() and trainer.info.is_main:
+        print(f"no checkpoint in {trainer.ckpt_dir}; starting from iteration 0")
+    return trainer.fit(show_progress)

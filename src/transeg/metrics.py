@@ -1,0 +1,298 @@
+"""Segmentation metrics: a dataset-level confusion matrix, mIoU-style scores and a confusion-matrix image.
+
+Intersection and union are accumulated over the whole dataset (never averaged per image). Means are
+``nanmean`` over classes: a class absent from both ground truth and prediction has no IoU and is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image, ImageDraw, ImageFont
+
+from transeg.errors import TransegError
+
+__all__ = ["ConfusionMatrix", "SegMetrics", "compute_metrics", "save_confusion_png"]
+
+
+class ConfusionMatrix:
+    """A (K, K) int64 pixel-count matrix, rows = ground truth, columns = prediction, kept on the CPU."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        if num_classes < 1:
+            raise TransegError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Add one batch. pred, target: (B, H, W) or (H, W) integer class maps of the same shape.
+
+        Pixels whose target is ``ignore_index`` are skipped. Any other target outside [0, K), or a
+        prediction outside [0, K) at a counted pixel, raises TransegError.
+        """
+        if pred.shape != target.shape or pred.ndim not in (2, 3):
+            raise TransegError(
+                f"pred and target must both be (B, H, W) or (H, W); got {tuple(pred.shape)} "
+                f"and {tuple(target.shape)}"
+            )
+        for name, t in (("pred", pred), ("target", target)):
+            if t.is_floating_point() or t.is_complex():
+                raise TransegError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+        k = self.num_classes
+        pred = pred.long()
+        target = target.long()
+        counted = target != self.ignore_index
+        bad_target = target[counted & ((target < 0) | (target >= k))]
+        if bad_target.numel():
+            values = torch.unique(bad_target)[:5].tolist()
+            raise TransegError(
+                f"target value(s) {values} outside the class range [0, {k - 1}] "
+                f"and not ignore_index={self.ignore_index}"
+            )
+        target = target[counted]
+        pred = pred[counted]
+        bad_pred = pred[(pred < 0) | (pred >= k)]
+        if bad_pred.numel():
+            values = torch.unique(bad_pred)[:5].tolist()
+            raise TransegError(f"prediction value(s) {values} outside the class range [0, {k - 1}]")
+        counts = torch.bincount(target * k + pred, minlength=k * k)
+        self.matrix += counts.reshape(k, k).to(self.matrix.device)
+
+    def reset(self) -> None:
+        """Zero the counts."""
+        self.matrix.zero_()
+
+    def merge(self, other: ConfusionMatrix) -> None:
+        """Add another matrix's counts into this one (same number of classes)."""
+        if other.num_classes != self.num_classes:
+            raise TransegError(
+                f"cannot merge confusion matrices of {other.num_classes} and {self.num_classes} classes"
+            )
+        self.matrix += other.matrix.to(self.matrix.device)
+
+    def all_reduce(self) -> None:
+        """Sum the matrix over all torch.distributed ranks, in place; a no-op when not initialised."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        if dist.get_backend() == "nccl":
+            buf = self.matrix.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(buf)
+            self.matrix.copy_(buf)
+        else:
+            dist.all_reduce(self.matrix)
+
+
+@dataclass
+class SegMetrics:
+    """Scores from a confusion matrix, as fractions in [0, 1]; NaN where undefined.
+
+    Per-class lists have length K. ``absent`` holds the indices of classes with no pixel in either
+    ground truth or prediction; they are left out of every mean.
+    """
+
+    aAcc: float
+    mAcc: float
+    mIoU: float
+    mDice: float
+    fwIoU: float
+    iou: list[float]
+    acc: list[float]
+    dice: list[float]
+    gt_pixels: list[int]
+    pred_pixels: list[int]
+    class_names: list[str]
+    absent: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-safe dict (NaN becomes None) with summary scores and a per-class list."""
+        absent = set(self.absent)
+        return {
+            "aAcc": _json_float(self.aAcc),
+            "mAcc": _json_float(self.mAcc),
+            "mIoU": _json_float(self.mIoU),
+            "mDice": _json_float(self.mDice),
+            "fwIoU": _json_float(self.fwIoU),
+            "num_classes": len(self.class_names),
+            "absent": [self.class_names[i] for i in self.absent],
+            "per_class": [
+                {
+                    "name": name,
+                    "iou": _json_float(self.iou[i]),
+                    "acc": _json_float(self.acc[i]),
+                    "dice": _json_float(self.dice[i]),
+                    "gt_pixels": self.gt_pixels[i],
+                    "pred_pixels": self.pred_pixels[i],
+                    "absent": i in absent,
+                }
+                for i, name in enumerate(self.class_names)
+            ],
+        }
+
+    def format_table(self) -> str:
+        """A plain-text per-class table (percentages) followed by summary lines."""
+        absent = set(self.absent)
+        name_w = max([len("Class"), *(len(n) for n in self.class_names)])
+        gt_w = max(len("GT pixels"), *(len(str(n)) for n in self.gt_pixels))
+        header = f"{'Class':<{name_w}}  {'IoU':>7}  {'Acc':>7}  {'Dice':>7}  {'GT pixels':>{gt_w}}"
+        lines = [header, "-" * len(header)]
+        for i, name in enumerate(self.class_names):
+            if i in absent:
+                cells = ["absent"] * 3
+            else:
+                cells = [_pct(v) for v in (self.iou[i], self.acc[i], self.dice[i])]
+            lines.append(
+                f"{name:<{name_w}}  {cells[0]:>7}  {cells[1]:>7}  {cells[2]:>7}  {self.gt_pixels[i]:>{gt_w}}"
+            )
+        lines.append("-" * len(header))
+        lines.append(
+            f"aAcc {_pct(self.aAcc)}  mIoU {_pct(self.mIoU)}  mAcc {_pct(self.mAcc)}  "
+            f"mDice {_pct(self.mDice)}  fwIoU {_pct(self.fwIoU)}"
+        )
+        if self.absent:
+            names = ", ".join(self.class_names[i] for i in self.absent)
+            lines.append(f"absent from ground truth and prediction (skipped in means): {names}")
+        return "\n".join(lines)
+
+
+def compute_metrics(matrix: torch.Tensor | np.ndarray, class_names: list[str] | None = None) -> SegMetrics:
+    """Scores from a (K, K) confusion matrix (rows = ground truth, columns = prediction).
+
+    IoU_c = TP / (GT + Pred - TP), Acc_c = TP / GT, Dice_c = 2 TP / (GT + Pred). mIoU and mDice average
+    over classes present in GT or prediction, mAcc over classes present in GT.
+    fwIoU = sum_c freq_c * IoU_c with freq_c = GT_c / sum(GT), over classes present in GT.
+    """
+    m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise TransegError(f"confusion matrix must be square (K, K), got shape {m.shape}")
+    k = m.shape[0]
+    if class_names is None:
+        class_names = [f"class_{i}" for i in range(k)]
+    elif len(class_names) != k:
+        raise TransegError(f"got {len(class_names)} class names for a {k}-class confusion matrix")
+    m = m.astype(np.float64)
+    tp = np.diag(m)
+    gt = m.sum(axis=1)
+    pred = m.sum(axis=0)
+    union = gt + pred - tp
+    total = gt.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt > 0, tp / gt, np.nan)
+        dice = np.where(union > 0, 2 * tp / (gt + pred), np.nan)
+    has_gt = gt > 0
+    fw_iou = float(np.sum(gt[has_gt] / total * iou[has_gt])) if total > 0 else math.nan
+    return SegMetrics(
+        aAcc=float(tp.sum() / total) if total > 0 else math.nan,
+        mAcc=_nanmean(acc),
+        mIoU=_nanmean(iou),
+        mDice=_nanmean(dice),
+        fwIoU=fw_iou,
+        iou=iou.tolist(),
+        acc=acc.tolist(),
+        dice=dice.tolist(),
+        gt_pixels=[int(v) for v in gt],
+        pred_pixels=[int(v) for v in pred],
+        class_names=list(class_names),
+        absent=[int(i) for i in np.flatnonzero(union == 0)],
+    )
+
+
+# Five viridis anchors, interpolated linearly: 0 -> dark purple, 1 -> yellow.
+_CMAP_ANCHORS = np.array(
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
+)
+_EMPTY_ROW_RGB = (200, 200, 200)
+_MAX_LABEL_CHARS = 24
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] of any shape (...) to uint8 RGB (..., 3)."""
+    pos = np.clip(values, 0.0, 1.0) * (len(_CMAP_ANCHORS) - 1)
+    lo = np.minimum(np.floor(pos).astype(np.int64), len(_CMAP_ANCHORS) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = _CMAP_ANCHORS[lo] * (1 - frac) + _CMAP_ANCHORS[lo + 1] * frac
+    return np.rint(rgb).astype(np.uint8)
+
+
+def confusion_cell_size(num_classes: int) -> int:
+    """Pixels per cell side: max(4, 800 // K), so the grid stays about 800 px up to ~200 classes."""
+    return max(4, 800 // num_classes)
+
+
+def save_confusion_png(
+    matrix: torch.Tensor | np.ndarray, path: str | Path, class_names: list[str] | None = None
+) -> Path:
+    """Write a row-normalised (K, K) confusion matrix as a PNG and return its path.
+
+    Rows = ground truth, columns = prediction; each cell is a square of ``confusion_cell_size(K)`` px
+    coloured by its row share (viridis-like); rows without ground-truth pixels are grey. For K <= 40
+    class names are drawn left of the rows and above the columns, which adds an equal margin on both
+    sides (the image stays square); otherwise the image is exactly the (K * cell)-px grid.
+    """
+    m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise TransegError(f"confusion matrix must be square (K, K), got shape {m.shape}")
+    k = m.shape[0]
+    if class_names is not None and len(class_names) != k:
+        raise TransegError(f"got {len(class_names)} class names for a {k}-class confusion matrix")
+    m = m.astype(np.float64)
+    row_sum = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, row_sum, out=np.zeros_like(m), where=row_sum > 0)
+    rgb = colormap(norm)
+    rgb[row_sum[:, 0] == 0] = _EMPTY_ROW_RGB
+    cell = confusion_cell_size(k)
+    grid = Image.fromarray(np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1), mode="RGB")
+
+    image = grid
+    if k <= 40:
+        names = class_names if class_names is not None else [str(i) for i in range(k)]
+        names = [n if len(n) <= _MAX_LABEL_CHARS else n[: _MAX_LABEL_CHARS - 2] + ".." for n in names]
+        image = _add_axis_labels(grid, names, cell)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+    return path
+
+
+def _add_axis_labels(grid: Image.Image, names: list[str], cell: int) -> Image.Image:
+    """Put ``grid`` in the bottom-right of a square canvas with row names left and column names on top."""
+    font = ImageFont.load_default()
+    pad = 4
+    measure = ImageDraw.Draw(grid)
+    widths = [measure.textbbox((0, 0), n, font=font)[2] for n in names]
+    margin = max(widths) + 2 * pad
+    side = margin + grid.width
+    canvas = Image.new("RGB", (side, side), "white")
+    canvas.paste(grid, (margin, margin))
+
+    # Row labels, right-aligned against the grid; column labels drawn the same way on a strip that is
+    # then rotated 90 degrees counter-clockwise so they read upwards from the grid's top edge.
+    strip = Image.new("RGB", (margin, grid.height), "white")
+    draw_rows, draw_cols = ImageDraw.Draw(canvas), ImageDraw.Draw(strip)
+    for i, (name, width) in enumerate(zip(names, widths, strict=True)):
+        y = i * cell + cell // 2
+        draw_rows.text((margin - pad - width, margin + y), name, fill="black", font=font, anchor="lm")
+        draw_cols.text((pad, y), name, fill="black", font=font, anchor="lm")
+    canvas.paste(strip.rotate(90, expand=True), (margin, 0))
+    return canvas
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean over the finite entries; NaN when there are none."""
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}"

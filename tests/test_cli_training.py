@@ -1,0 +1,75 @@
+"""The training-side commands: train, eval, data check, demo (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from transeg.cli import cli
+from transeg.data.synthetic import write_synthetic_dataset
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    write_synthetic_dataset(root / "data", num_train=4, num_val=2, size=(64, 64))
+    path = root / "c.yaml"
+    path.write_text(
+        f"data: {{dataset: folder, root: {root / 'data'}, crop_size: [64, 64], scale: [64, 64], "
+        f"test_scale: null, num_workers: 0}}\n"
+        "schedule: {iterations: 2, warmup_iters: 1}\n"
+        "train: {batch_size: 2, eval_interval: 2, checkpoint_interval: 1, log_interval: 1}\n"
+        f"output_dir: {root / 'run'}\n"
+    )
+    return path
+
+
+def test_train_then_eval_and_resume(config, tmp_path):
+    result = run("train", config)
+    assert result.exit_code == 0, result.output
+    run_dir = config.parent / "run"
+    assert (run_dir / "model.safetensors").is_file() and (run_dir / "best.safetensors").is_file()
+    result = run("eval", run_dir / "checkpoints" / "iter_0000002.pt", "--config", config, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= metrics["mIoU"] <= 1 and len(metrics["per_class"]) == 6
+    assert Image.open(tmp_path / "confusion.png").size[0] > 0
+    resumed = run("train", config, "--resume", "--set", "schedule.iterations=3")
+    assert resumed.exit_code == 0, resumed.output
+    assert "iteration 3" in resumed.output
+
+
+def test_eval_class_count_mismatch(config, tmp_path):
+    result = run("eval", "segformer-b0", "--config", config)
+    assert result.exit_code == 2 and "150 classes, the dataset has 6" in result.output
+
+
+def test_data_check_reports_and_hints(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / split / "a.png")
+        Image.fromarray(np.where(np.eye(8) > 0, 255, 0).astype(np.uint8)).save(tmp_path / "labels" / split / "a.png")
+    (tmp_path / "classes.yaml").write_text("classes: [background, foreground]\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{dataset: folder, root: {tmp_path}}}\n")
+    result = run("data", "check", cfg, "--split", "train")
+    assert "raw label values: [0, 255]" in result.output
+    assert "hint:" in result.output and "label_map" in result.output
+
+
+def test_train_bad_config_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: {dataset: camvid, root: x}\ntrain: {batch_size: 0}\n")
+    result = run("train", path)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {path}: train.batch_size: Input should be greater than 0 (got 0)"

@@ -1,0 +1,174 @@
+"""Training: the recipe's optimizer and schedule, the loss, exact resume, non-finite steps, DDP."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import transeg
+from transeg.config import OptimizerSection, ScheduleSection, parse_config
+from transeg.data.synthetic import write_synthetic_dataset
+from transeg.engine.checkpoint import list_checkpoints
+from transeg.engine.distributed import DistInfo
+from transeg.engine.loss import segmentation_loss
+from transeg.engine.optim import build_optimizer, lr_factor, param_groups
+from transeg.engine.train import Trainer, train
+from transeg.errors import TransegError
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("scenes"), num_train=8, num_val=3, size=(64, 64))
+
+
+def tiny_config(root: Path, out: Path, **sections):
+    data = {"model": {"name": "segformer-b0"},
+            "data": {"dataset": "folder", "root": str(root), "crop_size": [64, 64], "scale": [64, 64],
+                     "test_scale": None, "num_workers": 0},
+            "optimizer": {"lr": 1e-3},
+            "schedule": {"iterations": 6, "warmup_iters": 2},
+            "train": {"batch_size": 2, "log_interval": 1, "eval_interval": 6, "checkpoint_interval": 3,
+                      "keep_checkpoints": 5},
+            "output_dir": str(out)}
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return parse_config(data)
+
+
+# --------------------------------------------------------------------------- recipe
+def test_param_groups_follow_the_official_paramwise_cfg():
+    model = transeg.create_model("segformer-b0", num_classes=3)
+    groups = param_groups(model, OptimizerSection(lr=6e-5, weight_decay=0.01))
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["encoder.stages.0.blocks.0.attn.q.weight"])] == (6e-5, 0.01)
+    assert by_param[id(named["encoder.stages.0.blocks.0.attn.q.bias"])] == (6e-5, 0.01)  # biases decay
+    assert by_param[id(named["encoder.stages.1.blocks.0.norm1.weight"])] == (6e-5, 0.0)  # LayerNorm
+    assert by_param[id(named["encoder.stages.3.norm.bias"])] == (6e-5, 0.0)
+    assert by_param[id(named["decoder.fuse.weight"])] == pytest.approx((6e-4, 0.01))  # head lr x10
+    assert by_param[id(named["decoder.norm.weight"])] == pytest.approx((6e-4, 0.01))  # head BN decays
+    assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+def test_warmup_then_poly_matches_mmcv():
+    cfg = ScheduleSection(iterations=160_000, warmup_iters=1500, warmup_ratio=1e-6, power=1.0)
+    assert lr_factor(0, 6e-5, cfg) == pytest.approx(1e-6)
+    # mmcv 0.x: the warm-up ramp multiplies the poly value computed over the whole run
+    poly = 1 - 750 / 160_000
+    assert lr_factor(750, 6e-5, cfg) == pytest.approx(poly * (1 - 0.5 * (1 - 1e-6)))
+    assert lr_factor(80_000, 6e-5, cfg) == pytest.approx(0.5)
+    assert lr_factor(160_000, 6e-5, cfg) == 0.0
+    sgd = ScheduleSection(iterations=100, warmup_iters=0, power=0.9, min_lr=1e-5)
+    assert lr_factor(50, 1e-3, sgd) * 1e-3 == pytest.approx((1e-3 - 1e-5) * 0.5**0.9 + 1e-5)
+
+
+def test_sgd_recipe():
+    model = transeg.create_model("segformer-b0", num_classes=2)
+    opt = build_optimizer(model, OptimizerSection(type="sgd", lr=1e-3, weight_decay=0.0, momentum=0.9))
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+
+
+def test_loss_ignores_255_and_handles_all_ignored():
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 32, 32))
+    labels[0, :16] = 255
+    up = torch.nn.functional.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
+    expected = torch.nn.functional.cross_entropy(up, labels, ignore_index=255)
+    assert torch.allclose(segmentation_loss(logits, labels), expected)
+    empty = segmentation_loss(logits, torch.full((2, 32, 32), 255))
+    assert empty.item() == 0.0
+    empty.backward()
+
+
+def test_binary_loss_is_sigmoid_cross_entropy():
+    logits = torch.randn(1, 1, 16, 16)
+    labels = torch.randint(0, 2, (1, 16, 16))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.float())
+    assert torch.allclose(segmentation_loss(logits, labels), expected)
+
+
+# --------------------------------------------------------------------------- runs
+def test_training_learns_and_writes_everything(scenes, tmp_path):
+    cfg = tiny_config(scenes, tmp_path / "run", schedule={"iterations": 12, "warmup_iters": 2},
+                      train={"eval_interval": 12, "checkpoint_interval": 4, "keep_checkpoints": 2})
+    result = train(cfg, show_progress=False)
+    assert result.iteration == 12 and result.best_miou is not None
+    records = [line for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [eval(r.replace("null", "None"))["loss"] for r in records if '"loss"' in r]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == ["iter_0000008.pt",
+                                                                                     "iter_0000012.pt"]
+    model = transeg.load_model(tmp_path / "run" / "checkpoints" / "iter_0000012.pt")
+    final = transeg.load_model(tmp_path / "run" / "model.safetensors")
+    assert all(torch.equal(v, final.state_dict()[k]) for k, v in model.state_dict().items())
+    assert final.config.class_names[:2] == ("background", "disc") and final.config.palette is not None
+
+
+def test_resume_reaches_the_same_weights(scenes, tmp_path):
+    uninterrupted = train(tiny_config(scenes, tmp_path / "a"), show_progress=False)
+    train(tiny_config(scenes, tmp_path / "b"), show_progress=False)
+    (tmp_path / "b" / "checkpoints" / "iter_0000006.pt").unlink()  # as if killed after iteration 3
+    resumed = Trainer(tiny_config(scenes, tmp_path / "b"))
+    assert resumed.resume() and resumed.iteration == 3
+    resumed.fit(show_progress=False)
+    a = transeg.load_model(uninterrupted.output_dir / "model.safetensors").state_dict()
+    b = transeg.load_model(tmp_path / "b" / "model.safetensors").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+
+
+def test_gradient_accumulation_and_bf16_run(scenes, tmp_path):
+    cfg = tiny_config(scenes, tmp_path / "r", schedule={"iterations": 2, "warmup_iters": 0},
+                      train={"batch_size": 4, "grad_accum": 2, "precision": "bf16", "eval_interval": 2})
+    assert train(cfg, show_progress=False).iteration == 2
+
+
+def test_non_finite_steps_are_skipped_then_stop(scenes, tmp_path):
+    cfg = tiny_config(scenes, tmp_path / "n", train={"max_nonfinite_steps": 3})
+    trainer = Trainer(cfg)
+    with torch.no_grad():
+        trainer.model.decoder.classifier.bias.fill_(math.nan)
+    before = trainer.model.decoder.fuse.weight.clone()
+    with pytest.raises(TransegError, match="3 steps in a row had a non-finite loss"):
+        trainer.fit(show_progress=False)
+    assert trainer.nonfinite_total == 3
+    assert torch.equal(trainer.model.decoder.fuse.weight, before), "a non-finite step was applied"
+
+
+def test_batch_of_one_with_batchnorm_warns(scenes, tmp_path):
+    cfg = tiny_config(scenes, tmp_path / "w", schedule={"iterations": 1, "warmup_iters": 0},
+                      train={"batch_size": 1, "eval_interval": 1})
+    with pytest.warns(UserWarning, match="batch of 1 image per process with BatchNorm"):
+        train(cfg, show_progress=False)
+
+
+def test_ddp_two_processes_match_one(scenes, tmp_path):
+    """torchrun with 2 CPU processes (gloo, synchronised BatchNorm) = 1 process, same global batch."""
+    common = ["--set", "model.drop_path_rate=0", "--set", "model.decoder_dropout=0",
+              "--set", "schedule.iterations=3", "--set", "train.batch_size=4", "--set", "train.eval_interval=3"]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dataset: folder, root: {scenes}, crop_size: [64, 64], scale: [64, 64], "
+                      f"test_scale: null, num_workers: 0}}\nschedule: {{warmup_iters: 1}}\n"
+                      # SGD: Adam's normalisation would magnify float rounding in near-zero gradients
+                      "optimizer: {type: sgd, lr: 0.01, weight_decay: 0.0}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "transeg", "train", str(config), *common,
+                    "--set", f"output_dir={tmp_path / 'one'}"], check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+                    "-m", "transeg", "train", str(config), *common, "--set", f"output_dir={tmp_path / 'two'}"],
+                   check=True, env=env, capture_output=True)
+    one = transeg.load_model(tmp_path / "one" / "model.safetensors").state_dict()
+    two = transeg.load_model(tmp_path / "two" / "model.safetensors").state_dict()
+    worst = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
+    assert worst < 1e-4, f"max weight difference {worst:.2e}"
+    assert not torch.equal(one["decoder.norm.running_mean"], torch.zeros_like(one["decoder.norm.running_mean"]))
+
+
+def test_dist_info_defaults():
+    info = DistInfo()
+    assert info.is_main and not info.distributed
