@@ -52,3 +52,14 @@ def test_base_and_overrides(tmp_path):
 def test_bad_configs_name_the_key(tmp_path, text, overrides, expected):
     with pytest.raises(TransegError, match=expected):
         load_config(write(tmp_path, text), overrides)
+
+
+def test_every_recipe_in_configs_validates():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert len(recipes) >= 19
+    for path in recipes:
+        if path.parent.name != "_base":
+            cfg = load_config(path)
+            assert cfg.model.name.startswith("segformer-"), path

@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from transeg.data import convert as C
 from transeg.data import datasets as D
+from transeg.data import labels as L
 from transeg.data.check import check_dataset, diagnose
 from transeg.data.transforms import train_transforms
 from transeg.errors import TransegError
@@ -52,7 +54,7 @@ def test_ade20k_reduces_zero_label_and_accepts_split_aliases(tmp_path):
 
 
 def test_reduce_zero_label_lut_is_mmseg():
-    lut = D.reduce_zero_label_lut()
+    lut = L.reduce_zero_label_lut()
     assert (lut[0], lut[1], lut[150], lut[254], lut[255]) == (255, 0, 149, 253, 255)
 
 
@@ -62,7 +64,7 @@ def test_cityscapes_conversion_and_dataset(tmp_path):
         write_label(tmp_path / f"gtFine/train/{city}/{name}_gtFine_labelIds.png", [0, 7, 26, 33, 4])
     with pytest.raises(TransegError, match="convert_cityscapes"):
         D.cityscapes(tmp_path, "train")
-    assert D.convert_cityscapes(tmp_path) == 2
+    assert C.convert_cityscapes(tmp_path) == 2
     ds = D.cityscapes(tmp_path, "train")
     assert len(ds) == 2 and ds.classes[13] == "car" and tuple(ds.palette[0]) == (128, 64, 128)
     assert labels_of(ds) == {255, 0, 13, 18}
@@ -71,15 +73,15 @@ def test_cityscapes_conversion_and_dataset(tmp_path):
 def test_convert_cityscapes_label_ids_maps_the_19_classes():
     ids = np.array([[-1, 0, 7, 8, 11], [24, 26, 31, 33, 34]], dtype=np.int64)
     expected = [[255, 255, 0, 1, 2], [11, 13, 16, 18, 255]]
-    assert D.convert_cityscapes_label_ids(ids).tolist() == expected
-    assert (D.CITYSCAPES_LUT != 255).sum() == 19
+    assert C.convert_cityscapes_label_ids(ids).tolist() == expected
+    assert (L.CITYSCAPES_LUT != 255).sum() == 19
 
 
 def test_convert_coco_stuff_label_ids_matches_mmseg_table():
     raw = np.array([0, 10, 11, 12, 24, 26, 27, 30, 45, 66, 69, 71, 83, 91, 181, 182, 255], dtype=np.uint8)
     expected = [0, 10, 255, 11, 23, 24, 25, 26, 40, 60, 61, 62, 73, 80, 170, 255, 255]
-    assert D.convert_coco_stuff_label_ids(raw).tolist() == expected
-    assert sorted(set(D.COCO_STUFF_LUT.tolist()) - {255}) == list(range(171))
+    assert C.convert_coco_stuff_label_ids(raw).tolist() == expected
+    assert sorted(set(L.COCO_STUFF_LUT.tolist()) - {255}) == list(range(171))
 
 
 def test_coco_stuff164k_conversion_and_dataset(tmp_path):
@@ -87,7 +89,7 @@ def test_coco_stuff164k_conversion_and_dataset(tmp_path):
         make_pairs(tmp_path / "images" / split, tmp_path / "annotations" / split, ["000000000139"], [0, 12, 181])
     with pytest.raises(TransegError, match="convert_coco_stuff164k"):
         D.coco_stuff164k(tmp_path, "val")
-    assert D.convert_coco_stuff164k(tmp_path) == 2
+    assert C.convert_coco_stuff164k(tmp_path) == 2
     ds = D.coco_stuff164k(tmp_path, "val")
     assert len(ds) == 1 and ds.num_classes == 171 and labels_of(ds) == {0, 11, 170}
 

@@ -77,7 +77,8 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], as_json: bo
     click.echo(f"{segmentor.config.name}  ({segmentor.num_classes} classes, input {size[0]}x{size[1]})")
     click.echo(f"  params   encoder {p['encoder'] / 1e6:7.2f} M   decoder {p['decoder'] / 1e6:6.2f} M"
                f"   total {p['total'] / 1e6:7.2f} M")
-    click.echo(f"  GMACs    {stats['gmacs']:.2f}  (one multiply-add counted once, attention included)")
+    click.echo(f"  GMACs    {stats['gmacs']:.2f}  (the papers' count: one multiply-add once, attention included)")
+    click.echo(f"           {stats['gmacs_executed']:.2f}  executed by transeg (decoder projections composed)")
 
 
 @cli.command()

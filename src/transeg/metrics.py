@@ -142,10 +142,8 @@ class SegMetrics:
         header = f"{'Class':<{name_w}}  {'IoU':>7}  {'Acc':>7}  {'Dice':>7}  {'GT pixels':>{gt_w}}"
         lines = [header, "-" * len(header)]
         for i, name in enumerate(self.class_names):
-            if i in absent:
-                cells = ["absent"] * 3
-            else:
-                cells = [_pct(v) for v in (self.iou[i], self.acc[i], self.dice[i])]
+            scores = (self.iou[i], self.acc[i], self.dice[i])
+            cells = ["absent"] * 3 if i in absent else [_pct(v) for v in scores]
             lines.append(
                 f"{name:<{name_w}}  {cells[0]:>7}  {cells[1]:>7}  {cells[2]:>7}  {self.gt_pixels[i]:>{gt_w}}"
             )

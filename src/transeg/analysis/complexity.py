@@ -53,11 +53,18 @@ def _copy_to(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def count_macs(model: nn.Module, size: tuple[int, int], batch: int = 1,
-               device: str | torch.device = "meta") -> float:
+               device: str | torch.device = "meta", paper_form: bool = True) -> float:
     """Multiply-accumulates of one eval-mode forward of a (batch, 3, H, W) input. ``model`` is left
-    as is; a copy runs on ``device``, 'meta' (no memory, fast) unless the model cannot run there."""
+    as is; a copy runs on ``device``, 'meta' (no memory, fast) unless the model cannot run there.
+
+    ``paper_form`` counts the architecture as the papers define it (e.g. SegFormer's decoder fusing
+    4C -> C at 1/4 resolution); otherwise what transeg executes (the composed projections).
+    """
     device = torch.device(device)
     runner = _copy_to(model, device).eval()
+    for module in runner.modules():
+        if hasattr(module, "fused_projection"):
+            module.fused_projection = not paper_form
     x = torch.empty(batch, 3, *size, device=device, dtype=next(model.parameters()).dtype)
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_SDPA_FORMULAS) as counter:
         runner(x)
@@ -65,5 +72,7 @@ def count_macs(model: nn.Module, size: tuple[int, int], batch: int = 1,
 
 
 def model_complexity(model: Segmentor, size: tuple[int, int]) -> dict[str, Any]:
-    """``{"params": {"encoder", "decoder", "total"}, "gmacs": float}`` at one (H, W) input."""
-    return {"params": count_parameters(model), "gmacs": count_macs(model, size) / 1e9}
+    """``{"params": {"encoder", "decoder", "total"}, "gmacs": float, "gmacs_executed": float}`` at one
+    (H, W) input: GMACs as the papers count them, and those transeg's forward actually performs."""
+    return {"params": count_parameters(model), "gmacs": count_macs(model, size) / 1e9,
+            "gmacs_executed": count_macs(model, size, paper_form=False) / 1e9}

@@ -17,6 +17,8 @@ from PIL import Image, ImageFile, ImageOps
 
 from transeg.errors import TransegError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
 # What Pillow raises on missing, unreadable, truncated or corrupt files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
                   Image.DecompressionBombError)

@@ -10,12 +10,10 @@ import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from transeg.data.images import default_palette, overlay, read_image, save_label_png
+from transeg.data.images import IMAGE_SUFFIXES, default_palette, overlay, read_image, save_label_png
 from transeg.engine.inference import Predictor
 from transeg.errors import TransegError
 from transeg.models.segmentor import Segmentor
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def expand_images(specs: Iterable[str]) -> list[Path]:

@@ -114,7 +114,9 @@ class _Log:
 class Trainer:
     """Runs one training config: build, optionally resume, loop, evaluate, checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None) -> None:
+    def __init__(self, cfg: TrainConfig, info: DistInfo | None = None, model: Segmentor | None = None) -> None:
+        """``model`` replaces the one ``cfg.model`` describes (anything with ``encoder``/``decoder``
+        children, ``forward``, ``forward_train``, ``config`` and ``num_classes``)."""
         self.cfg = cfg
         self.info = info or init_distributed()
         self.out_dir = Path(cfg.output_dir)
@@ -125,7 +127,8 @@ class Trainer:
             build_dataset(data.dataset, data.root, data.val_split, **data.options) if data.val_split else None
         )
         torch.manual_seed(cfg.train.seed + self.info.rank)
-        self.model = build_training_model(cfg.model, self.train_set).to(self.info.device)
+        model = model if model is not None else build_training_model(cfg.model, self.train_set)
+        self.model = model.to(self.info.device)
         convert_batchnorm(self.model, self.info)
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
