@@ -38,3 +38,44 @@ def test_onnx_export_matches_eager(model, tmp_path):
             expected = model(y)
         assert got.shape == tuple(expected.shape)
         assert abs(got - expected.numpy()).max() < 1e-4
+
+
+def test_export_command_and_onnx_segmentor_match_eager(model, tmp_path):
+    from click.testing import CliRunner
+
+    from transeg.cli import cli
+    from transeg.export import OnnxSegmentor
+
+    checkpoint = transeg.save_model(model, tmp_path / "m.safetensors")
+    result = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--opset", "18"])
+    assert result.exit_code == 0, result.output
+    runner = OnnxSegmentor(tmp_path / "m.onnx", model.config)
+    for shape in [(1, 3, 96, 96), (2, 3, 75, 131), (1, 3, 333, 250)]:
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            assert (runner(x) - model(x)).abs().max() < 1e-4, shape
+
+
+def test_export_rejects_old_opset(model, tmp_path):
+    from transeg.export import export_onnx
+
+    with pytest.raises(transeg.TransegError, match="opset 13 is too old"):
+        export_onnx(model, tmp_path / "m.onnx", opset=13)
+
+
+def test_bench_command_reports_the_setting():
+    import json
+
+    from click.testing import CliRunner
+
+    from transeg.cli import cli
+
+    for extra in ([], ["--train", "--batch", "2"]):
+        result = CliRunner().invoke(cli, ["bench", "segformer-b0", "--size", "64", "64", "--repeats", "2",
+                                          "--warmup", "1", "--threads", "2", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        assert report["task"] == ("train" if extra else "inference")
+        assert report["threads"] == 2 and report["size"] == [64, 64] and report["precision"] == "fp32"
+        assert report["latency_ms_min"] <= report["latency_ms_median"] <= report["latency_ms_max"]
+        assert report["images_per_s"] > 0 and report["peak_memory_mb"] > 0

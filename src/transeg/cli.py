@@ -115,6 +115,59 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
     console.print(f"wrote {len(written)} label maps and overlays to {out_dir}")
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--num-classes", type=int, default=None, help="Classes of the head (zoo names; default 150).")
+@click.option("--size", type=(int, int), default=(512, 512), show_default=True, help="Input H W.")
+@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch (and ONNX Runtime) threads.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(["eager", "compile", "onnx"]), default="eager", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--train", "train_step", is_flag=True, help="Time a training step instead of inference.")
+@click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--repeats", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def bench(model: str, num_classes: int | None, size: tuple[int, int], batch: int, threads: int | None,
+          precision: str, backend: str, device: str, train_step: bool, warmup: int, repeats: int,
+          as_json: bool) -> None:
+    """Latency (median, min, max), images/s and peak memory of MODEL's inference or training step."""
+    import torch
+
+    from transeg.analysis.bench import bench_inference, bench_train_step
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    segmentor = resolve_model(model, num_classes)
+    if train_step:
+        result = bench_train_step(segmentor, size, batch, precision, warmup, repeats, device, backend)
+    else:
+        result = bench_inference(segmentor, size, batch, backend, precision, warmup, repeats, device)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    r = result
+    click.echo(f"{r.model} {r.task}  {r.backend} {r.precision}  {r.device}, {r.threads} threads  "
+               f"batch {r.batch} x {r.size[0]}x{r.size[1]}")
+    click.echo(f"  latency  median {r.latency_ms_median:.1f} ms  (min {r.latency_ms_min:.1f}, "
+               f"max {r.latency_ms_max:.1f}; {r.repeats} runs after {warmup} warm-up)")
+    click.echo(f"  {r.images_per_s:.2f} images/s   peak memory {r.peak_memory_mb:.0f} MB")
+
+
+@cli.command("export")
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .onnx file.")
+@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--num-classes", type=int, default=None, help="Classes of the head (zoo names only).")
+def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int | None) -> None:
+    """Export MODEL to ONNX with dynamic batch, height and width."""
+    from transeg.export import export_onnx
+
+    path = export_onnx(resolve_model(model, num_classes), out, opset=opset)
+    console.print(f"wrote {path} (input 'image' (B, 3, H, W) float32 normalised; output 'logits' at 1/4)")
+
+
 @cli.command("convert")
 @click.argument("source")
 @click.option("--to", "target", type=click.Choice(["transeg", "hf"]), default="transeg", show_default=True)
