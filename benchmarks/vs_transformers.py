@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import transeg  # noqa: E402
-from tests.conftest import hf_segformer  # noqa: E402
-from transeg.analysis.bench import _time  # noqa: E402
-from transeg.engine.loss import segmentation_loss  # noqa: E402
+import transeg
+from tests.conftest import hf_segformer
+from transeg.analysis.bench import _time
+from transeg.engine.loss import segmentation_loss
 
 
 def models(variant: str):
