@@ -73,3 +73,24 @@ def test_train_bad_config_is_one_line(tmp_path):
     result = run("train", path)
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {path}: train.batch_size: Input should be greater than 0 (got 0)"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_bad_training_sample_stops_or_is_skipped(tmp_path, workers):
+    root = write_synthetic_dataset(tmp_path / "data", num_train=4, num_val=1, size=(64, 64))
+    (root / "images" / "train" / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data: {{dataset: folder, root: {root}, crop_size: [64, 64], scale: [64, 64], test_scale: null, "
+        f"num_workers: {workers}, val_split: val}}\n"
+        "schedule: {iterations: 3, warmup_iters: 0}\n"
+        f"train: {{batch_size: 2, eval_interval: 100, checkpoint_interval: 100}}\noutput_dir: {tmp_path / 'run'}\n"
+    )
+    stopped = run("train", config)
+    assert stopped.exit_code == 2
+    errors = [line for line in stopped.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "0002.png: cannot read the image" in errors[0], stopped.output
+    assert "Traceback" not in stopped.output
+    skipped = run("train", config, "--on-bad-sample", "skip")
+    assert skipped.exit_code == 0, skipped.output
+    assert "trained to iteration 3" in skipped.output

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from transeg.errors import TransegError
+from transeg.errors import TransegError, one_line
 
 console = Console(stderr=True)
 
@@ -23,7 +23,7 @@ class _Group(click.Group):
         except TransegError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(2)
 
 
@@ -186,11 +186,15 @@ def convert_command(source: str, target: str, out: Path) -> None:
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of output_dir.")
-def train_command(config: Path, overrides: tuple[str, ...], resume: bool) -> None:
+@click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default=None,
+              help="Stop on an unreadable or invalid training sample, or skip it (logged once). "
+                   "Default: train.on_bad_sample.")
+def train_command(config: Path, overrides: tuple[str, ...], resume: bool, on_bad_sample: str | None) -> None:
     """Train the model described by CONFIG (YAML); run under torchrun for several processes."""
     from transeg.config import load_config
     from transeg.engine.train import train
 
+    overrides = (*overrides, *([f"train.on_bad_sample={on_bad_sample}"] if on_bad_sample else []))
     result = train(load_config(config, list(overrides)), resume=resume)
     best = f"; best val mIoU {result.best_miou * 100:.2f}" if result.best_miou is not None else ""
     stop = f" (stopped: {result.stopped_early})" if result.stopped_early else ""
@@ -217,7 +221,10 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
     overrides = (*overrides, *([f"eval.mode={mode}"] if mode else []))
     cfg = load_config(config_path, list(overrides))
     segmentor = resolve_model(model)
-    dataset = build_dataset(cfg.data.dataset, cfg.data.root, split or cfg.data.val_split, **cfg.data.options)
+    split = split or cfg.data.val_split
+    if split is None:
+        raise TransegError(f"{config_path}: data.val_split is null; name the split with --split")
+    dataset = build_dataset(cfg.data.dataset, cfg.data.root, split, **cfg.data.options)
     if dataset.num_classes != segmentor.num_classes:
         raise TransegError(f"{model}: {segmentor.num_classes} classes, the dataset has {dataset.num_classes}")
     metrics, matrix = evaluate(segmentor, dataset, cfg.eval, cfg.data.test_scale, cfg.data.size_divisor)
@@ -225,7 +232,7 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
     out_dir = out_dir or (Path(model).parent if Path(model).exists() else Path("."))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(
-        {"model": model, "split": split or cfg.data.val_split, "mode": cfg.eval.mode, **metrics.to_dict()}, indent=2))
+        {"model": model, "split": split, "mode": cfg.eval.mode, **metrics.to_dict()}, indent=2))
     save_confusion_png(matrix, out_dir / "confusion.png", list(dataset.classes))
     console.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'confusion.png'}")
 
@@ -249,7 +256,7 @@ def data_check(config: Path, overrides: tuple[str, ...], split: str | None, limi
     from transeg.data.datasets import build_dataset
 
     cfg = load_config(config, list(overrides))
-    splits = [split] if split else [cfg.data.train_split, cfg.data.val_split]
+    splits = [split] if split else [s for s in (cfg.data.train_split, cfg.data.val_split) if s]
     failed = False
     for name in splits:
         dataset = build_dataset(cfg.data.dataset, cfg.data.root, name, **cfg.data.options)

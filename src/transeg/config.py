@@ -34,7 +34,7 @@ class DataSection(_Section):
     dataset: str
     root: str
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str | None = "val"  # null: no evaluation during training
     options: dict[str, Any] = Field(default_factory=dict)  # extra dataset arguments (folder: classes_yaml)
     crop_size: Pair = (512, 512)
     scale: Pair = (2048, 512)  # base (long, short) scale of the random resize
@@ -84,6 +84,7 @@ class TrainSection(_Section):
     max_nonfinite_steps: PositiveInt = 20  # consecutive skipped steps before training stops
     aux_loss_weights: dict[str, float] = Field(default_factory=dict)  # name of SegOutput.aux -> weight
     time_limit_minutes: PositiveFloat | None = None  # stop (and checkpoint) after this wall time
+    on_bad_sample: Literal["error", "skip"] = "error"  # skip: replace unreadable samples, warn once each
 
 
 class EvalSection(_Section):

@@ -8,6 +8,7 @@ the iteration, never on worker count, process count or where it was resumed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from transeg.data.datasets import SegmentationDataset
+from transeg.errors import TransegError
 
 
 class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -52,17 +54,34 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 class TrainStream(Dataset):
-    """``stream[(index, draw)]`` = sample ``index`` augmented with a generator seeded by (seed, draw)."""
+    """``stream[(index, draw)]`` = sample ``index`` augmented with a generator seeded by (seed, draw).
 
-    def __init__(self, dataset: SegmentationDataset, transform: Any, seed: int) -> None:
+    ``on_bad_sample="skip"`` replaces an unreadable or invalid sample by the next good one (the
+    same one on every run), warning once per file and loader process; "error" stops on it.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, transform: Any, seed: int, on_bad_sample: str = "error") -> None:
         self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.on_bad_sample = on_bad_sample
+        self._reported: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, draw = key
-        return self.transform(self.dataset.load(index), np.random.default_rng([self.seed, draw]))
+        for offset in range(len(self.dataset)):
+            try:
+                sample = self.dataset.load((index + offset) % len(self.dataset))
+            except TransegError as exc:
+                if self.on_bad_sample == "error":
+                    raise
+                if str(exc) not in self._reported:
+                    self._reported.add(str(exc))
+                    warnings.warn(f"skipping bad sample: {exc}", stacklevel=2)
+                continue
+            return self.transform(sample, np.random.default_rng([self.seed, draw]))
+        raise TransegError(f"{self.dataset.name}: no sample could be read")
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -59,6 +59,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def remove_partial_writes(directory: Path) -> None:
+    """Delete temporary files left by a write that was killed before its rename."""
+    if directory.is_dir():
+        for leftover in directory.glob(".iter_*.pt.*"):
+            leftover.unlink(missing_ok=True)
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     found = list_checkpoints(directory)
     return found[-1] if found else None

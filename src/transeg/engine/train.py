@@ -154,6 +154,8 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the newest checkpoint of the output directory; False when there is none."""
+        if self.info.is_main:
+            ckpt.remove_partial_writes(self.ckpt_dir)
         path = ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
@@ -189,7 +191,7 @@ class Trainer:
             self.info.rank, self.info.world_size, cfg.train.grad_accum,
         )
         return torch.utils.data.DataLoader(
-            TrainStream(self.train_set, transform, cfg.train.seed), batch_sampler=sampler, collate_fn=collate,
+            TrainStream(self.train_set, transform, cfg.train.seed, cfg.train.on_bad_sample), batch_sampler=sampler, collate_fn=collate,
             num_workers=data.num_workers, persistent_workers=False,
             generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
         )
