@@ -191,7 +191,8 @@ class Trainer:
             self.info.rank, self.info.world_size, cfg.train.grad_accum,
         )
         return torch.utils.data.DataLoader(
-            TrainStream(self.train_set, transform, cfg.train.seed, cfg.train.on_bad_sample), batch_sampler=sampler, collate_fn=collate,
+            TrainStream(self.train_set, transform, cfg.train.seed, cfg.train.on_bad_sample),
+            batch_sampler=sampler, collate_fn=collate,
             num_workers=data.num_workers, persistent_workers=False,
             generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
         )
