@@ -178,7 +178,7 @@ class Predictor:
     def __init__(self, model: nn.Module, mode: str = "whole", crop: int | Sequence[int] | None = None,
                  stride: int | Sequence[int] | None = None, scales: Sequence[float] = MS_SCALES,
                  flip: bool = True, size_divisor: int | None = None, batch_size: int = 4,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", max_whole_pixels: int = 4096 * 4096) -> None:
         if mode not in MODES:
             raise TransegError(f"unknown inference mode {mode!r} (known: {', '.join(MODES)})")
         if (crop is None) != (stride is None):
@@ -205,6 +205,7 @@ class Predictor:
         self.flip = bool(flip)
         self.size_divisor = size_divisor
         self.batch_size = _positive_int("batch_size", batch_size)
+        self.max_whole_pixels = max_whole_pixels
         self.mean, self.std = tuple(config.mean), tuple(config.std)
 
     def predict_logits(self, image: np.ndarray) -> torch.Tensor:
@@ -213,17 +214,31 @@ class Predictor:
         For 'ms-flip' these are the log of the averaged probabilities (their logit for K == 1), so
         that softmax (sigmoid) gives those probabilities back.
         """
+        h, w = image.shape[:2]
+        if self.window is None and h * w > self.max_whole_pixels:
+            raise TransegError(
+                f"a {w}x{h} image ({h * w / 1e6:.0f} Mpx) is too large for whole-image inference (limit "
+                f"{self.max_whole_pixels / 1e6:.0f} Mpx): use slide mode, e.g. --mode slide --crop 1024 1024 "
+                "--stride 768 768, whose activations stay the size of one batch of windows")
         x = normalize(image, self.mean, self.std).to(self.device)
-        with torch.inference_mode():
-            if self.mode == "whole":
-                return whole_logits(self.model, x, self.size_divisor)
-            if self.mode == "slide":
-                return slide_logits(self.model, x, *self.window, self.batch_size)
-            crop, stride = self.window or (None, None)
-            probs = ms_flip_probs(self.model, x, self.scales, self.flip,
-                                  "whole" if self.window is None else "slide", crop, stride,
-                                  self.size_divisor, self.batch_size)
-            return torch.logit(probs) if probs.shape[1] == 1 else probs.log()
+        try:
+            with torch.inference_mode():
+                return self._logits(x)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if "memory" not in str(exc) and "allocate" not in str(exc):
+                raise
+            raise TransegError(f"out of memory on a {w}x{h} image in {self.mode} mode: use slide mode with a "
+                               "smaller --crop or --batch-size") from None
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "whole":
+            return whole_logits(self.model, x, self.size_divisor)
+        if self.mode == "slide":
+            return slide_logits(self.model, x, *self.window, self.batch_size)
+        crop, stride = self.window or (None, None)
+        probs = ms_flip_probs(self.model, x, self.scales, self.flip, "whole" if self.window is None else "slide",
+                              crop, stride, self.size_divisor, self.batch_size)
+        return torch.logit(probs) if probs.shape[1] == 1 else probs.log()
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (H, W) class labels, uint8 for up to 256 classes else int64."""
