@@ -8,13 +8,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from transeg.errors import TransegError
+from transeg.models.decoders.linear import LinearDecoder, LinearDecoderConfig
+from transeg.models.decoders.mask_transformer import MaskTransformer, MaskTransformerConfig
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from transeg.models.encoders.mit import MiTConfig, MixTransformer
+from transeg.models.encoders.vit import VisionTransformer, ViTConfig
 from transeg.models.segmentor import Segmentor
 
 # The one place where a name in a file is turned into a class.
-ENCODERS: dict[str, tuple[type, type]] = {"mit": (MiTConfig, MixTransformer)}
-DECODERS: dict[str, tuple[type, type]] = {"mlp": (MLPDecoderConfig, MLPDecoder)}
+ENCODERS: dict[str, tuple[type, type]] = {
+    "mit": (MiTConfig, MixTransformer),
+    "vit": (ViTConfig, VisionTransformer),
+}
+DECODERS: dict[str, tuple[type, type]] = {
+    "mlp": (MLPDecoderConfig, MLPDecoder),
+    "linear": (LinearDecoderConfig, LinearDecoder),
+    "mask_transformer": (MaskTransformerConfig, MaskTransformer),
+}
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

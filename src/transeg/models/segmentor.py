@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
@@ -21,7 +22,9 @@ class SegOutput:
 
 
 class Segmentor(nn.Module):
-    """(B, 3, H, W) -> logits (B, K, H/s, W/s), s being the decoder's output stride (4 for SegFormer).
+    """(B, 3, H, W) -> logits (B, K, H/s, W/s), s being the decoder's output stride (4 for SegFormer;
+    1 for Segmenter, whose patch-grid logits are upsampled and cropped as in its official code, see
+    ``unpad``).
 
     ``forward`` returns a plain tensor so that the model exports as is (ONNX, torch.export);
     ``forward_train`` adds the decoder's auxiliary outputs for the loss.
@@ -38,10 +41,32 @@ class Segmentor(nn.Module):
         return self.config.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
+        return self.unpad(self.decoder(self.encoder(x)), x.shape[-2:])
 
     def forward_train(self, x: torch.Tensor) -> SegOutput:
         out = self.decoder(self.encoder(x))
-        if isinstance(out, SegOutput):
+        if not isinstance(out, SegOutput):
+            out = SegOutput(logits=out)
+        if not getattr(self.encoder, "pad_multiple", None):
             return out
-        return SegOutput(logits=out)
+        size = x.shape[-2:]
+        aux = {k: self.unpad(v, size) if v.ndim == 4 else v for k, v in out.aux.items()}
+        return SegOutput(logits=self.unpad(out.logits, size), aux=aux)
+
+    def unpad(self, maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+        """Undo an encoder's zero padding of the input to a multiple of ``encoder.pad_multiple`` (ViT:
+        the patch size p, padding at the bottom and right): the decoder's maps cover the padded
+        image, so they are upsampled (bilinear, align_corners=False) to the padded size and cropped
+        to ``size``, as the official Segmenter does. The output is then at the input's resolution
+        (stride 1) and aligned with it whatever its size; the same at every size, so that export
+        with dynamic shapes sees no shape test. Encoders that do not pad: returned unchanged.
+        """
+        multiple = getattr(self.encoder, "pad_multiple", None)
+        if not multiple:
+            return maps
+        h, w = size[0], size[1]
+        padded = (h + (multiple - h % multiple) % multiple, w + (multiple - w % multiple) % multiple)
+        maps = F.interpolate(maps, size=padded, mode="bilinear", align_corners=False)
+        # index_select rather than a slice: a view's contiguity test would pin the padding under export
+        rows, cols = torch.arange(h, device=maps.device), torch.arange(w, device=maps.device)
+        return maps.index_select(-2, rows).index_select(-1, cols)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from transeg.errors import TransegError
-from transeg.models.config import ModelConfig, build_model
+from transeg.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, build_model
+from transeg.models.decoders.linear import LinearDecoderConfig
+from transeg.models.decoders.mask_transformer import MaskTransformerConfig
 from transeg.models.decoders.mlp import MLPDecoderConfig
 from transeg.models.encoders.mit import MiTConfig
+from transeg.models.encoders.vit import ViTConfig
 from transeg.models.segmentor import Segmentor
 
 _MIT_WIDE = (64, 128, 320, 512)
@@ -32,6 +35,40 @@ ZOO: dict[str, ModelConfig] = {
     )
     for v in MIT_VARIANTS
 }
+
+# Segmenter (Strudel et al. 2021), Table 1: (width, depth, heads); head size 64, MLP 4x.
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "t": (192, 12, 3), "s": (384, 12, 6), "b": (768, 12, 12), "l": (1024, 24, 16),
+}
+# The size / patch pairs of the paper's Table 3, ViT (AugReg) weights: mean = std = 0.5 on [0, 1].
+SEGMENTER_VITS = ("t16", "s16", "b16", "l16", "b8", "b32")
+VIT_MEAN = VIT_STD = (127.5, 127.5, 127.5)
+SEGMENTER_DECODERS = {
+    "linear": ("linear", LinearDecoderConfig()),
+    "mask": ("mask_transformer", MaskTransformerConfig()),
+}
+
+
+def vit_config(variant: str, distilled: bool = False) -> ViTConfig:
+    """The encoder of ``segmenter-{variant}``, e.g. ``vit_config("b16")``."""
+    dim, depth, heads = VIT_SIZES[variant[0]]
+    return ViTConfig(patch_size=int(variant[1:]), embed_dim=dim, depth=depth, heads=heads, distilled=distilled)
+
+
+def _segmenter(variant: str, decoder: str, deit: bool = False) -> ModelConfig:
+    name = f"segmenter-{variant}-{decoder}" + ("-deit" if deit else "")
+    decoder_name, decoder_config = SEGMENTER_DECODERS[decoder]
+    return ModelConfig(
+        name=name, encoder="vit", encoder_config=vit_config(variant, distilled=deit),
+        decoder=decoder_name, decoder_config=decoder_config, num_classes=150,
+        mean=IMAGENET_MEAN if deit else VIT_MEAN, std=IMAGENET_STD if deit else VIT_STD,
+    )
+
+
+ZOO.update({c.name: c for c in [
+    *(_segmenter(v, d) for v in SEGMENTER_VITS for d in SEGMENTER_DECODERS),
+    *(_segmenter("b16", d, deit=True) for d in SEGMENTER_DECODERS),  # Seg-B†/16: DeiT-B, distilled
+]})
 
 
 def list_models() -> list[str]:

@@ -36,7 +36,7 @@ def hf_config_to_model_config(hf: dict[str, Any], source: str) -> ModelConfig:
     id2label = hf.get("id2label") or {}
     num_classes = hf.get("num_labels") or len(id2label) or 2
     names = tuple(id2label[str(i)] for i in range(num_classes)) if len(id2label) == num_classes else None
-    name = next((n for n, c in ZOO.items() if c.encoder_config.widths == encoder.widths
+    name = next((n for n, c in ZOO.items() if c.encoder == "mit" and c.encoder_config.widths == encoder.widths
                  and c.encoder_config.depths == encoder.depths and c.decoder_config == decoder), "custom")
     return ModelConfig(encoder="mit", encoder_config=encoder, decoder="mlp", decoder_config=decoder,
                        num_classes=num_classes, name=name, class_names=names)

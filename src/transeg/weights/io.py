@@ -5,6 +5,8 @@
 * transeg files: ``.safetensors`` with the model config in the metadata (or a ``.json`` beside);
 * transformers SegFormer directories (``config.json`` + ``model.safetensors``/``pytorch_model.bin``);
 * official SegFormer / MMSegmentation 0.x ``.pth`` checkpoints (the config is inferred from shapes);
+* official Segmenter ``checkpoint.pth`` (+ ``variant.yml``) and MMSegmentation Segmenter checkpoints
+  (``transeg.weights.segmenter``);
 * transeg training checkpoints (``iter_*.pt``, the model config inside).
 
 Foreign pickles are opened with ``torch.load(weights_only=True)``: no code in them runs.
@@ -228,6 +230,13 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
         config = ModelConfig.from_json(obj[CONFIG_METADATA_KEY], source=str(path))
         return _build_with_state(config, state_dict_of(obj, path), str(path))
     state = state_dict_of(obj, path)
+    from transeg.weights import segmenter
+
+    if segmenter.is_segmenter_state(state):
+        return segmenter.load_segmenter(path, state)
+    if segmenter.is_vit_backbone(state):
+        raise TransegError(f"{path}: a ViT backbone has no decoder; use it as "
+                           "create_model(name, num_classes=…, encoder_weights=path)")
     if any(k.startswith(("decode_head.linear_c", "backbone.")) for k in state):
         return _load_official(path, state)
     if any(k.startswith(("segformer.", "decode_head.")) for k in state):
@@ -260,5 +269,12 @@ def read_encoder_state(path: str | os.PathLike[str]) -> StateDict:
 
 
 def load_encoder_weights(model: Segmentor, path: str | os.PathLike[str]) -> None:
-    """Initialise ``model.encoder`` from a pretrained backbone; every encoder key must match."""
-    load_state_strict(model.encoder, read_encoder_state(path), str(path))
+    """Initialise ``model.encoder`` from a pretrained backbone; every encoder key must match.
+    ViT encoders read ViT/DeiT formats (``transeg.weights.segmenter.read_vit_encoder_state``)."""
+    if model.config.encoder == "vit":
+        from transeg.weights.segmenter import read_vit_encoder_state
+
+        state = read_vit_encoder_state(path, model.encoder)
+    else:
+        state = read_encoder_state(path)
+    load_state_strict(model.encoder, state, str(path))
