@@ -1,13 +1,15 @@
-"""CamVid on the CPU: segformer-b0 from random initialisation, fixed wall-clock training budget.
+"""CamVid on the CPU: models from random initialisation, equal wall-clock training budgets.
 
-Trains on the 367 train frames at full 360x480 resolution with transeg's data pipeline and
-trainer, evaluates on the 101 val frames (whole image) and prints mIoU, per-class IoU and training
-throughput. ``--impl transformers`` drives transformers' ``SegformerForSemanticSegmentation``
-through the very same pipeline, loss, optimizer groups and schedule, so ``--impl both`` compares
-the two implementations at equal budget (run concurrently with ``--threads`` each, so that both
-see the same machine).
+Each run trains one CamVid recipe from ``configs/`` (full 360x480 frames) with transeg's data
+pipeline and trainer for ``--minutes``, its schedule sized from a short calibration so that it ends
+with the budget, then evaluates on the 101 val frames and reports mIoU, per-class IoU and training
+images/s. Unless ``--no-transformers``, the first (SegFormer) recipe also drives transformers'
+``SegformerForSemanticSegmentation`` through the very same pipeline, loss, optimizer groups and
+schedule. Runs go concurrently, ``--threads`` each, so that all see the same machine.
 
-    python benchmarks/camvid_cpu.py --minutes 60 --impl both --out runs/camvid_cpu
+    python benchmarks/camvid_cpu.py --minutes 60
+    python benchmarks/camvid_cpu.py --minutes 15 --no-transformers \
+        --configs configs/segformer/segformer-b0-camvid-cpu.yaml configs/segmenter/segmenter-t16-mask-camvid-cpu.yaml
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transeg.config import parse_config
+from transeg.config import apply_overrides, load_config, parse_config
 from transeg.data.datasets import build_dataset
 from transeg.engine.evaluate import evaluate
 from transeg.engine.train import Trainer, build_training_model
@@ -55,17 +57,16 @@ class TransformersSegformer(nn.Module):
         return SegOutput(self.forward(x))
 
 
-def camvid_config(out_dir: Path, batch: int, lr: float, iterations: int, minutes: float, workers: int):
-    return parse_config({
-        "model": {"name": "segformer-b0"},
-        "data": {"dataset": "camvid", "root": str(CAMVID), "crop_size": [360, 480], "scale": [480, 360],
-                 "ratio_range": [0.5, 2.0], "test_scale": None, "num_workers": workers},
-        "optimizer": {"type": "adamw", "lr": lr, "weight_decay": 0.01},
-        "schedule": {"iterations": iterations, "warmup_iters": min(100, iterations // 10)},
-        "train": {"batch_size": batch, "seed": 0, "log_interval": 10, "eval_interval": 10**9,
-                  "checkpoint_interval": 10**9, "keep_checkpoints": 1, "time_limit_minutes": minutes},
-        "output_dir": str(out_dir),
-    }, source="camvid_cpu")
+def run_config(config: Path, out_dir: Path, iterations: int, minutes: float, workers: int):
+    """The recipe with its schedule sized to ``iterations`` and a hard ``minutes`` limit."""
+    cfg = load_config(config)
+    data = apply_overrides(cfg.model_dump(mode="json"), [
+        f"output_dir={out_dir}", f"schedule.iterations={iterations}",
+        f"schedule.warmup_iters={min(cfg.schedule.warmup_iters, iterations // 10)}",
+        f"data.root={CAMVID}", f"data.num_workers={workers}", "data.val_split=null",
+        f"train.time_limit_minutes={minutes}", "train.checkpoint_interval=1000000000", "train.log_interval=10",
+    ])
+    return parse_config(data, str(config))
 
 
 def trainer_for(impl: str, cfg) -> Trainer:
@@ -73,10 +74,9 @@ def trainer_for(impl: str, cfg) -> Trainer:
     return Trainer(cfg, model=TransformersSegformer(model) if impl == "transformers" else model)
 
 
-def seconds_per_iteration(impl: str, args) -> float:
+def seconds_per_iteration(impl: str, config: Path, out: Path, workers: int) -> float:
     """Median time of a few training iterations (after one warm-up), to size the schedule."""
-    cfg = camvid_config(args.out / f"{impl}-calibration", args.batch, args.lr, 6, 10, args.workers)
-    trainer = trainer_for(impl, cfg)
+    trainer = trainer_for(impl, run_config(config, out, 6, 10, workers))
     times = []
     original = trainer._step
 
@@ -91,55 +91,56 @@ def seconds_per_iteration(impl: str, args) -> float:
     return sorted(times[1:])[len(times[1:]) // 2]
 
 
-def run(impl: str, args) -> None:
+def run(label: str, impl: str, config: Path, args) -> None:
     torch.set_num_threads(args.threads)
-    per_iteration = seconds_per_iteration(impl, args)
+    per_iteration = seconds_per_iteration(impl, config, args.out / f"{label}-calibration", args.workers)
     iterations = max(10, int(args.minutes * 60 / per_iteration))
-    cfg = camvid_config(args.out / impl, args.batch, args.lr, iterations, args.minutes, args.workers)
+    cfg = run_config(config, args.out / label, iterations, args.minutes, args.workers)
     trainer = trainer_for(impl, cfg)
     started = time.monotonic()
     result = trainer.fit(show_progress=False)
     train_seconds = time.monotonic() - started
     metrics, _ = evaluate(trainer.model, build_dataset("camvid", CAMVID, "val"), cfg.eval, show_progress=False)
-    report = {"impl": impl, "iterations": result.iteration, "planned_iterations": iterations,
-              "train_minutes": round(train_seconds / 60, 1),
-              "train_images_per_s": round(result.iteration * args.batch / train_seconds, 2),
+    report = {"run": label, "model": cfg.model.name, "impl": impl, "iterations": result.iteration,
+              "planned_iterations": iterations, "train_minutes": round(train_seconds / 60, 1),
+              "train_images_per_s": round(result.iteration * cfg.train.batch_size / train_seconds, 2),
               "mIoU": metrics.mIoU, "aAcc": metrics.aAcc,
               "per_class_iou": dict(zip(metrics.class_names, metrics.iou, strict=True))}
-    (args.out / f"{impl}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{label}.json").write_text(json.dumps(report, indent=2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=60.0, help="training budget per implementation")
-    parser.add_argument("--impl", choices=["transeg", "transformers", "both"], default="both")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=6e-4, help="encoder lr (decoder x10); random init")
+    parser.add_argument("--minutes", type=float, default=60.0, help="training budget of every run")
+    recipe = Path(__file__).resolve().parents[1] / "configs/segformer/segformer-b0-camvid-cpu.yaml"
+    parser.add_argument("--configs", type=Path, nargs="+", default=[recipe])
+    parser.add_argument("--no-transformers", action="store_true", help="skip the transformers SegFormer run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes per run")
     parser.add_argument("--out", type=Path, default=Path("runs/camvid_cpu"))
     args = parser.parse_args()
     if not CAMVID.is_dir():
         raise SystemExit(f"CamVid not found at {CAMVID}; see ../shared/data/README.md")
-    impls = ["transeg", "transformers"] if args.impl == "both" else [args.impl]
+    runs = [(f"transeg-{load_config(c).model.name}", "transeg", c) for c in args.configs]
+    if not args.no_transformers:
+        runs.append((f"transformers-{load_config(args.configs[0]).model.name}", "transformers", args.configs[0]))
     args.out.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run, args=(impl, args)) for impl in impls]  # concurrently
+    processes = [context.Process(target=run, args=(*r, args)) for r in runs]  # concurrently
     for process in processes:
         process.start()
     for process in processes:
         process.join()
-    reports = [json.loads((args.out / f"{impl}.json").read_text()) for impl in impls]
-    names = list(reports[0]["per_class_iou"])
-    print(f"CamVid val, segformer-b0 from scratch, {args.minutes:g} min budget, batch {args.batch}, "
-          f"{args.threads} thread(s) each\n")
-    print("| | " + " | ".join(r["impl"] for r in reports) + " |")
+    reports = [json.loads((args.out / f"{label}.json").read_text()) for label, _, _ in runs]
+    print(f"CamVid val, from random initialisation, {args.minutes:g} min of training each, "
+          f"{args.threads} thread(s) each, runs side by side\n")
+    print("| | " + " | ".join(r["run"] for r in reports) + " |")
     print("| --- |" + " --- |" * len(reports))
     for key in ("mIoU", "aAcc"):
         print(f"| {key} | " + " | ".join(f"{r[key] * 100:.2f}" for r in reports) + " |")
     for key in ("iterations", "train_images_per_s"):
         print(f"| {key} | " + " | ".join(str(r[key]) for r in reports) + " |")
-    for name in names:
+    for name in reports[0]["per_class_iou"]:
         print(f"| IoU {name} | " + " | ".join(_pct(r["per_class_iou"][name]) for r in reports) + " |")
 
 
