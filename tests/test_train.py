@@ -172,3 +172,17 @@ def test_ddp_two_processes_match_one(scenes, tmp_path):
 def test_dist_info_defaults():
     info = DistInfo()
     assert info.is_main and not info.distributed
+
+
+def test_auxiliary_losses_use_the_model_weights_unless_overridden():
+    from transeg.engine.loss import total_loss
+    from transeg.models.segmentor import SegOutput
+
+    logits, aux = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    labels = torch.randint(0, 3, (1, 16, 16))
+    out = SegOutput(logits, {"attn": aux}, {"attn": 0.4})
+    main, extra = segmentation_loss(logits, labels), segmentation_loss(aux, labels)
+    loss, parts = total_loss(out, labels, {})
+    assert torch.allclose(loss, main + 0.4 * extra)
+    assert set(parts) == {"loss_seg", "loss_attn"}
+    assert torch.allclose(total_loss(out, labels, {"attn": 0.0})[0], main)

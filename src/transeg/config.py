@@ -82,7 +82,7 @@ class TrainSection(_Section):
     checkpoint_interval: PositiveInt = 2_000
     keep_checkpoints: PositiveInt = 3
     max_nonfinite_steps: PositiveInt = 20  # consecutive skipped steps before training stops
-    aux_loss_weights: dict[str, float] = Field(default_factory=dict)  # name of SegOutput.aux -> weight
+    aux_loss_weights: dict[str, float] = Field(default_factory=dict)  # override the model's: aux name -> weight
     time_limit_minutes: PositiveFloat | None = None  # stop (and checkpoint) after this wall time
     on_bad_sample: Literal["error", "skip"] = "error"  # skip: replace unreadable samples, warn once each
 

@@ -30,11 +30,12 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
 
 def total_loss(out: SegOutput, labels: torch.Tensor, aux_weights: dict[str, float],
                count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Main loss plus weighted auxiliary losses; also each part, for the log."""
+    """Main loss plus weighted auxiliary losses; also each part, for the log. ``aux_weights``
+    overrides the model's own weights (``out.aux_weights``)."""
     loss = segmentation_loss(out.logits, labels, count=count)
     parts = {"loss_seg": loss.detach()}
     for name, aux_logits in out.aux.items():
         aux = segmentation_loss(aux_logits, labels, count=count)
         parts[f"loss_{name}"] = aux.detach()
-        loss = loss + aux_weights.get(name, 0.0) * aux
+        loss = loss + aux_weights.get(name, out.aux_weights.get(name, 0.0)) * aux
     return loss, parts

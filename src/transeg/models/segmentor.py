@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class SegOutput:
-    """What training needs from a forward pass: the logits and any auxiliary predictions."""
+    """What training needs from a forward pass: the logits, any auxiliary predictions (logits
+    supervised by the same labels) and the loss weight of each (overridable by the config)."""
 
     logits: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    aux_weights: dict[str, float] = field(default_factory=dict)
 
 
 class Segmentor(nn.Module):
@@ -27,7 +29,7 @@ class Segmentor(nn.Module):
     ``unpad``).
 
     ``forward`` returns a plain tensor so that the model exports as is (ONNX, torch.export);
-    ``forward_train`` adds the decoder's auxiliary outputs for the loss.
+    ``forward_train`` adds the auxiliary outputs of decoders that define ``forward_train``.
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, config: ModelConfig) -> None:
@@ -44,14 +46,13 @@ class Segmentor(nn.Module):
         return self.unpad(self.decoder(self.encoder(x)), x.shape[-2:])
 
     def forward_train(self, x: torch.Tensor) -> SegOutput:
-        out = self.decoder(self.encoder(x))
-        if not isinstance(out, SegOutput):
-            out = SegOutput(logits=out)
-        if not getattr(self.encoder, "pad_multiple", None):
-            return out
+        features = self.encoder(x)
+        if not hasattr(self.decoder, "forward_train"):
+            return SegOutput(logits=self.unpad(self.decoder(features), x.shape[-2:]))
+        out = self.decoder.forward_train(features)
         size = x.shape[-2:]
-        aux = {k: self.unpad(v, size) if v.ndim == 4 else v for k, v in out.aux.items()}
-        return SegOutput(logits=self.unpad(out.logits, size), aux=aux)
+        aux = {k: self.unpad(v, size) for k, v in out.aux.items()}
+        return SegOutput(self.unpad(out.logits, size), aux, out.aux_weights)
 
     def unpad(self, maps: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
         """Undo an encoder's zero padding of the input to a multiple of ``encoder.pad_multiple`` (ViT:
