@@ -79,3 +79,24 @@ def test_bench_command_reports_the_setting():
         assert report["threads"] == 2 and report["size"] == [64, 64] and report["precision"] == "fp32"
         assert report["latency_ms_min"] <= report["latency_ms_median"] <= report["latency_ms_max"]
         assert report["images_per_s"] > 0 and report["peak_memory_mb"] > 0
+
+
+def test_predict_with_the_onnx_backend_matches_eager(model, tmp_path, monkeypatch):
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from transeg.cli import cli
+
+    monkeypatch.setenv("TRANSEG_CACHE", str(tmp_path / "cache"))
+    checkpoint = transeg.save_model(model, tmp_path / "m.safetensors")
+    image = np.random.default_rng(0).integers(0, 255, (77, 103, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    for backend in ("eager", "onnx", "onnx"):  # the second onnx run reuses the cached export
+        result = CliRunner().invoke(cli, ["predict", str(checkpoint), str(tmp_path / "x.png"), "--out",
+                                          str(tmp_path / backend), "--backend", backend])
+        assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
+    eager = np.asarray(Image.open(tmp_path / "eager" / "x.png"))
+    onnx = np.asarray(Image.open(tmp_path / "onnx" / "x.png"))
+    assert (eager == onnx).mean() > 0.999

@@ -1,5 +1,6 @@
 """transeg: transformer semantic segmentation (SegFormer, Segmenter, SegDeformer) in PyTorch."""
 
+from transeg.engine.optimize import optimize_for_inference
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig, build_model
 from transeg.models.segmentor import Segmentor, SegOutput
@@ -17,6 +18,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_model",
+    "optimize_for_inference",
     "save_hf_pretrained",
     "save_model",
 ]

@@ -95,9 +95,11 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], as_json: bo
 @click.option("--size-divisor", type=int, default=None, help="Resize so H and W are multiples (e.g. 32).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward in slide.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity.")
+@click.option("--backend", type=click.Choice(["eager", "onnx"]), default="eager", show_default=True,
+              help="PyTorch, or the model exported once (cached) and run by ONNX Runtime.")
 def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
             crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: str, no_flip: bool,
-            size_divisor: int | None, batch_size: int, alpha: float) -> None:
+            size_divisor: int | None, batch_size: int, alpha: float, backend: str) -> None:
     """Segment IMAGES (files, folders or globs) with MODEL; write label PNGs and overlays to --out."""
     from transeg.engine.predict import predict_files
 
@@ -108,8 +110,10 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
     segmentor = resolve_model(model, num_classes)
     if model == segmentor.config.name:
         console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real predictions")
+    from transeg.engine.optimize import optimize_for_inference
+
     written = predict_files(
-        segmentor, images, out_dir, mode=mode, crop=crop, stride=stride, scales=scale_values,
+        optimize_for_inference(segmentor, backend), images, out_dir, mode=mode, crop=crop, stride=stride, scales=scale_values,
         flip=not no_flip, size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
     )
     console.print(f"wrote {len(written)} label maps and overlays to {out_dir}")

@@ -11,6 +11,7 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.segmentor import Segmentor
+from transeg.weights.io import write_atomic
 
 DEFAULT_OPSET = 18
 
@@ -35,9 +36,9 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
     example = torch.randn(2, 3, *example_size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     height, width = (torch.export.Dim(name, min=32, max=8192) for name in ("height", "width"))
-    torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
-                      input_names=["image"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: batch, 2: height, 3: width}}, verbose=False)
+    write_atomic(path, lambda tmp: torch.onnx.export(
+        model, (example,), tmp, dynamo=True, opset_version=opset, input_names=["image"], output_names=["logits"],
+        dynamic_shapes={"x": {0: batch, 2: height, 3: width}}, verbose=False))
     return path
 
 
