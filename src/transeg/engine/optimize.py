@@ -17,8 +17,8 @@ Backend = Literal["eager", "onnx"]
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("TRANSEG_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transeg"
-    return Path(root) / "onnx"
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transeg"
+    return Path(os.environ.get("TRANSEG_CACHE") or default) / "onnx"
 
 
 def model_fingerprint(model: Segmentor) -> str:
