@@ -231,3 +231,18 @@ def test_test_transforms_resize_image_only():
     out = T.eval_transforms((128, 64), MEAN, STD, size_divisor=32)(sample, np.random.default_rng(0))
     assert out["image"].shape == (3, 64, 96)  # 64x85 → multiples of 32
     assert out["label"].shape == (45, 60) and out["label"].dtype == torch.int64
+
+
+@settings(max_examples=25, deadline=None)
+@given(h=st.integers(8, 60), w=st.integers(8, 60), crop=st.integers(8, 40), seed=st.integers(0, 2**16))
+def test_image_and_label_stay_aligned_and_padding_is_ignore(h, w, crop, seed):
+    """Each pixel's colour encodes its label, so the pair must still agree after every geometric step."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 5, (h, w)).astype(np.uint8)
+    image = np.repeat((label * 50)[..., None], 3, axis=2).astype(np.uint8)
+    steps = [T.RandomCrop(crop, 1.0), T.RandomFlip(), T.Pad(crop, pad_val=255, seg_pad_val=255)]
+    out = T.Compose(steps)(dict(image=image, label=label), rng)
+    padded = out["label"] == 255
+    assert np.array_equal(out["image"][..., 0][~padded], out["label"][~padded] * 50)
+    assert (out["image"][padded] == 255).all()
+    assert out["label"].shape == (crop, crop)  # cropped to at most, then padded to, the crop size
