@@ -113,8 +113,8 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
     from transeg.engine.optimize import optimize_for_inference
 
     written = predict_files(
-        optimize_for_inference(segmentor, backend), images, out_dir, mode=mode, crop=crop, stride=stride, scales=scale_values,
-        flip=not no_flip, size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
+        optimize_for_inference(segmentor, backend), images, out_dir, mode=mode, crop=crop, stride=stride,
+        scales=scale_values, flip=not no_flip, size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
     )
     console.print(f"wrote {len(written)} label maps and overlays to {out_dir}")
 
