@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -233,7 +234,7 @@ class Trainer:
         if finite:
             self.optimizer.step()
         with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`", UserWarning)
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"), UserWarning)
             self.scheduler.step()
         return all_reduce_mean(total, self.info), parts_sum, finite
 
