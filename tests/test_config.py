@@ -62,4 +62,4 @@ def test_every_recipe_in_configs_validates():
     for path in recipes:
         if path.parent.name != "_base":
             cfg = load_config(path)
-            assert cfg.model.name.startswith(("segformer-", "segmenter-")), path
+            assert cfg.model.name.startswith(("segformer-", "segmenter-", "segdeformer-")), path

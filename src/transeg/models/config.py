@@ -4,26 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.decoders.linear import LinearDecoder, LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformer, MaskTransformerConfig
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
+from transeg.models.decoders.segdeformer import SegDeformerConfig, build_segdeformer
+from transeg.models.decoders.uper import UperNetConfig, UperNetDecoder
 from transeg.models.encoders.mit import MiTConfig, MixTransformer
+from transeg.models.encoders.swin import SwinConfig, SwinTransformer
 from transeg.models.encoders.vit import VisionTransformer, ViTConfig
 from transeg.models.segmentor import Segmentor
 
-# The one place where a name in a file is turned into a class.
-ENCODERS: dict[str, tuple[type, type]] = {
+# The one place where a name in a file is turned into a module: name -> (config class, builder).
+ENCODERS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "mit": (MiTConfig, MixTransformer),
     "vit": (ViTConfig, VisionTransformer),
+    "swin": (SwinConfig, SwinTransformer),
 }
-DECODERS: dict[str, tuple[type, type]] = {
+DECODERS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "mlp": (MLPDecoderConfig, MLPDecoder),
     "linear": (LinearDecoderConfig, LinearDecoder),
     "mask_transformer": (MaskTransformerConfig, MaskTransformer),
+    "uper": (UperNetConfig, UperNetDecoder),
+    "segdeformer": (SegDeformerConfig, build_segdeformer),  # paper or released module, by cfg.mode
 }
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)

@@ -9,7 +9,10 @@ from transeg.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, buil
 from transeg.models.decoders.linear import LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformerConfig
 from transeg.models.decoders.mlp import MLPDecoderConfig
+from transeg.models.decoders.segdeformer import SegDeformerConfig
+from transeg.models.decoders.uper import UperNetConfig
 from transeg.models.encoders.mit import MiTConfig
+from transeg.models.encoders.swin import SwinConfig
 from transeg.models.encoders.vit import ViTConfig
 from transeg.models.segmentor import Segmentor
 
@@ -68,6 +71,62 @@ def _segmenter(variant: str, decoder: str, deit: bool = False) -> ModelConfig:
 ZOO.update({c.name: c for c in [
     *(_segmenter(v, d) for v in SEGMENTER_VITS for d in SEGMENTER_DECODERS),
     *(_segmenter("b16", d, deit=True) for d in SEGMENTER_DECODERS),  # Seg-B†/16: DeiT-B, distilled
+]})
+
+# Swin (Liu et al. 2021) with UperNet, the SegDeformer paper's † baselines: window 7 for T/S (224
+# ImageNet-1K weights), 12 for B/L (384 ImageNet-22K weights); drop path 0.3; UperNet 512 channels
+# with the auxiliary FCN head (256 channels on stage 3, weight 0.4) of the MMSegmentation recipe.
+SWIN_VARIANTS: dict[str, SwinConfig] = {
+    "t": SwinConfig(embed_dim=96, depths=(2, 2, 6, 2), heads=(3, 6, 12, 24), window_size=7),
+    "s": SwinConfig(embed_dim=96, depths=(2, 2, 18, 2), heads=(3, 6, 12, 24), window_size=7),
+    "b": SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), heads=(4, 8, 16, 32), window_size=12),
+    "l": SwinConfig(embed_dim=192, depths=(2, 2, 18, 2), heads=(6, 12, 24, 48), window_size=12),
+}
+UPERNET_DECODER = UperNetConfig(channels=512, aux_channels=256)
+ZOO.update({
+    f"upernet-swin-{v}": ModelConfig(
+        name=f"upernet-swin-{v}", encoder="swin", encoder_config=SWIN_VARIANTS[v],
+        decoder="uper", decoder_config=UPERNET_DECODER, num_classes=150,
+    )
+    for v in SWIN_VARIANTS
+})
+
+# SegDeformer (Shi et al. 2022): the paper's rows (Tables 1, 3, 7). C = 256 on MiT, as every MiT row's
+# parameter count implies (and Table 8's "(-,256)" for B2): the authors' SegFormer baseline is the
+# MMSegmentation head, 256 channels for B2 and B5 too. C = 512 on DeiT and Swin, the UperNet width of
+# their recipes, which the counts of Table 7 also imply. "-released": the authors' released head
+# (MiT-B1/B2/B5 only); "-eff": efficient attention with R = 4 (Table 7's B2 and Swin-S counts); "-uper":
+# UperNet fusion with the recipe's auxiliary FCN head (the † rows). DeiT: non-distilled, the outputs
+# of blocks 3, 6, 9 and 12 (out_indices 2, 5, 8, 11, as MMSegmentation's UperNet-ViT recipes), four
+# maps at 1/16, position embeddings resized bicubically as MMSegmentation does.
+SEGDEFORMER = SegDeformerConfig()
+SEGDEFORMER_RELEASED = SegDeformerConfig(mode="released")
+SEGDEFORMER_EFF = SegDeformerConfig(efficient_ratio=4)
+SEGDEFORMER_WIDE = SegDeformerConfig(channels=512)
+SEGDEFORMER_UPER = SegDeformerConfig(channels=512, fusion="uper", uper_aux_channels=256)
+SEGDEFORMER_UPER_EFF = dataclasses.replace(SEGDEFORMER_UPER, efficient_ratio=4)
+
+
+def _segdeformer(name: str, encoder: str, encoder_config, decoder_config: SegDeformerConfig) -> ModelConfig:
+    return ModelConfig(name=f"segdeformer-{name}", encoder=encoder, encoder_config=encoder_config,
+                       decoder="segdeformer", decoder_config=decoder_config, num_classes=150)
+
+
+def _deit(size: str) -> ViTConfig:
+    return dataclasses.replace(vit_config(f"{size}16"), out_indices=(2, 5, 8, 11), pos_interpolation="bicubic")
+
+
+ZOO.update({c.name: c for c in [
+    # not in the paper: MiT-B0, for small machines (the CamVid CPU recipe)
+    _segdeformer("mit-b0", "mit", MIT_VARIANTS["b0"], SEGDEFORMER),
+    _segdeformer("mit-b0-eff", "mit", MIT_VARIANTS["b0"], SEGDEFORMER_EFF),
+    *(_segdeformer(f"mit-{v}", "mit", MIT_VARIANTS[v], SEGDEFORMER) for v in ("b1", "b2", "b5")),
+    *(_segdeformer(f"mit-{v}-released", "mit", MIT_VARIANTS[v], SEGDEFORMER_RELEASED) for v in ("b1", "b2", "b5")),
+    *(_segdeformer(f"mit-{v}-eff", "mit", MIT_VARIANTS[v], SEGDEFORMER_EFF) for v in ("b2", "b5")),
+    *(_segdeformer(f"deit-{v}16{suffix}", "vit", _deit(v), dec)
+      for v in ("s", "b") for suffix, dec in (("", SEGDEFORMER_WIDE), ("-uper", SEGDEFORMER_UPER))),
+    *(_segdeformer(f"swin-{v}{suffix}", "swin", SWIN_VARIANTS[v], dec) for v in ("s", "l")
+      for suffix, dec in (("", SEGDEFORMER_WIDE), ("-uper", SEGDEFORMER_UPER), ("-uper-eff", SEGDEFORMER_UPER_EFF))),
 ]})
 
 

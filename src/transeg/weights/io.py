@@ -7,6 +7,7 @@
 * official SegFormer / MMSegmentation 0.x ``.pth`` checkpoints (the config is inferred from shapes);
 * official Segmenter ``checkpoint.pth`` (+ ``variant.yml``) and MMSegmentation Segmenter checkpoints
   (``transeg.weights.segmenter``);
+* official SegDeformer ``.pth`` checkpoints (MiT + ``SegDeformerHead3``; ``transeg.weights.segdeformer``);
 * transeg training checkpoints (``iter_*.pt``, the model config inside).
 
 Foreign pickles are opened with ``torch.load(weights_only=True)``: no code in them runs.
@@ -234,8 +235,17 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
 
     if segmenter.is_segmenter_state(state):
         return segmenter.load_segmenter(path, state)
+    from transeg.weights import segdeformer
+
+    if segdeformer.is_segdeformer_state(state):  # official SegDeformer (decode_head.class_token/trans)
+        converted = segdeformer.official_to_transeg(state)
+        return _build_with_state(segdeformer.segdeformer_model_config(state, converted, str(path)),
+                                 converted, str(path))
     if segmenter.is_vit_backbone(state):
         raise TransegError(f"{path}: a ViT backbone has no decoder; use it as "
+                           "create_model(name, num_classes=…, encoder_weights=path)")
+    if any(k.endswith("relative_position_bias_table") for k in state):
+        raise TransegError(f"{path}: a Swin checkpoint (only its backbone is read); use it as "
                            "create_model(name, num_classes=…, encoder_weights=path)")
     if any(k.startswith(("decode_head.linear_c", "backbone.")) for k in state):
         return _load_official(path, state)
@@ -270,8 +280,13 @@ def read_encoder_state(path: str | os.PathLike[str]) -> StateDict:
 
 def load_encoder_weights(model: Segmentor, path: str | os.PathLike[str]) -> None:
     """Initialise ``model.encoder`` from a pretrained backbone; every encoder key must match.
-    ViT encoders read ViT/DeiT formats (``transeg.weights.segmenter.read_vit_encoder_state``)."""
-    if model.config.encoder == "vit":
+    ViT encoders read ViT/DeiT formats (``transeg.weights.segmenter.read_vit_encoder_state``),
+    Swin encoders Swin formats (``transeg.weights.swin.read_swin_encoder_state``)."""
+    if model.config.encoder == "swin":
+        from transeg.weights.swin import read_swin_encoder_state
+
+        state = read_swin_encoder_state(path, model.encoder)
+    elif model.config.encoder == "vit":
         from transeg.weights.segmenter import read_vit_encoder_state
 
         state = read_vit_encoder_state(path, model.encoder)

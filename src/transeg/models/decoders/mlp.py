@@ -47,8 +47,13 @@ class MLPDecoder(nn.Module):
             nn.init.zeros_(proj.bias)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.dropout(self.fused_features(features)))
+
+    def fused_features(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The fused map before dropout and classifier (after the fuse conv + BN + ReLU):
+        [(B, C_i, H_i, W_i)] -> (B, E, H_0, W_0). SegDeformer's paper mode builds on it."""
         fused = self._fuse_composed(features) if self.fused_projection else self._fuse_literal(features)
-        return self.classifier(self.dropout(self.act(self.norm(fused))))
+        return self.act(self.norm(fused))
 
     def _fuse_literal(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Project, upsample, concatenate deepest first, 1x1 fuse: the paper's order of operations."""
