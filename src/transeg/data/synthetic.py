@@ -35,7 +35,7 @@ SYNTHETIC_PALETTE = np.array(
     dtype=np.uint8,
 )
 # Bump when the scenes change, so that write_synthetic_dataset regenerates existing folders.
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 
 _COLOUR_RANGE = (40.0, 215.0)  # every base colour channel is drawn from here, whatever the class
 _EXTRA_OBJECT_P = 0.5  # chance of a second object of a random class
@@ -180,7 +180,7 @@ def generate_scene(rng: np.random.Generator, size: tuple[int, int] = (128, 128))
     if rng.uniform() < _EXTRA_OBJECT_P:
         classes.insert(rng.integers(len(classes) + 1), rng.choice(list(_OBJECTS)))
     for cls in classes:
-        radius = rng.uniform(14.0, 28.0) * scale
+        radius = rng.uniform(16.0, 30.0) * scale
         cy, cx = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
         y0, y1 = max(int(cy - 1.5 * radius), 0), min(int(cy + 1.5 * radius) + 1, height)
         x0, x1 = max(int(cx - 1.5 * radius), 0), min(int(cx + 1.5 * radius) + 1, width)
