@@ -27,7 +27,7 @@ class DemoSettings:
     num_train: int = 400
     num_val: int = 64
     size: tuple[int, int] = (128, 128)
-    iterations: int = 400
+    iterations: int = 600
     batch_size: int = 16
     lr: float = 2e-3
     ratio_range: tuple[float, float] = (0.8, 1.25)
