@@ -345,10 +345,11 @@ def test_sizes_agree_with_the_paper(name):
 
 
 # --------------------------------------------------------------------------- training
-def test_training_logs_both_losses(tmp_path):
+@pytest.mark.parametrize("name", ["segdeformer-mit-b0", "segdeformer-mit-b1-released"])
+def test_training_logs_both_losses(tmp_path, name):
     root = write_synthetic_dataset(tmp_path / "scenes", num_train=4, num_val=2, size=(64, 64))
     cfg = parse_config({
-        "model": {"name": "segdeformer-mit-b0"},
+        "model": {"name": name},
         "data": {"dataset": "folder", "root": str(root), "crop_size": [64, 64], "scale": [64, 64],
                  "test_scale": None, "num_workers": 0},
         "optimizer": {"lr": 1e-3}, "schedule": {"iterations": 3, "warmup_iters": 1},
@@ -363,7 +364,8 @@ def test_training_logs_both_losses(tmp_path):
     for r in steps:
         assert math.isclose(r["loss"], r["loss_seg"] + 0.4 * r["loss_attn"], rel_tol=1e-4)
     model = transeg.load_model(tmp_path / "run" / "model.safetensors")
-    assert model.config.decoder == "segdeformer" and model.config.decoder_config == SegDeformerConfig()
+    assert model.config.decoder == "segdeformer"
+    assert model.config.decoder_config == transeg.models.zoo.ZOO[name].decoder_config
 
 
 # --------------------------------------------------------------------------- official checkpoints
