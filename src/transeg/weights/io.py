@@ -147,16 +147,30 @@ def _hf_weights_file(directory: Path) -> Path:
     raise TransegError(f"{directory}: no model.safetensors or pytorch_model.bin in this directory")
 
 
+def read_weights(path: Path) -> StateDict:
+    """The tensors of a weights file (safetensors, or a pickle read safely) or of a transformers
+    directory (its ``model.safetensors`` or ``pytorch_model.bin``)."""
+    if not path.exists():
+        raise TransegError(f"{path}: no such file or directory")
+    if path.is_dir():
+        path = _hf_weights_file(path)
+    return read_safetensors(path)[0] if path.suffix == ".safetensors" else read_torch_file(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file; missing or malformed is a TransegError naming it."""
+    if not path.is_file():
+        raise TransegError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TransegError(f"{path}: not valid JSON ({exc})") from None
+
+
 def _load_hf_dir(directory: Path) -> Segmentor:
     config_path = directory / "config.json"
-    try:
-        hf_config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TransegError(f"{config_path}: not valid JSON ({exc})") from None
-    config = hf_config_to_model_config(hf_config, source=str(config_path))
-    weights = _hf_weights_file(directory)
-    state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else read_torch_file(weights)
-    return _build_with_state(config, convert.hf_to_transeg(state), str(weights))
+    config = hf_config_to_model_config(read_json(config_path), source=str(config_path))
+    return _build_with_state(config, convert.hf_to_transeg(read_weights(directory)), str(directory))
 
 
 def save_hf_pretrained(model: Segmentor, directory: str | os.PathLike[str]) -> Path:
@@ -264,11 +278,8 @@ def read_encoder_state(path: str | os.PathLike[str]) -> StateDict:
     an ImageNet ``mit_b*.pth``, an official/mmseg segmentation checkpoint, a transformers directory
     (segmentation or classification) or a transeg file."""
     path = Path(path)
-    if not path.exists():
-        raise TransegError(f"{path}: no such file or directory")
     if path.is_dir():
-        weights = _hf_weights_file(path)
-        state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else read_torch_file(weights)
+        state = read_weights(path)
         if not (path / "config.json").is_file():
             raise TransegError(f"{path}: no config.json in this transformers directory")
         encoder_only = {k: v for k, v in convert.hf5_to_hf4(state).items() if k.startswith(("segformer.", "encoder."))}

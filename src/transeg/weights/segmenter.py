@@ -17,7 +17,6 @@ loaded model computes what the checkpoint's own code computes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,7 @@ from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import VIT_MEAN, VIT_STD, ZOO
 from transeg.weights import vit as convert_vit
 from transeg.weights.convert import _preview, strip_to_encoder
-from transeg.weights.io import (
-    _build_with_state,
-    _hf_weights_file,
-    read_safetensors,
-    read_torch_file,
-)
+from transeg.weights.io import _build_with_state, read_json, read_safetensors, read_torch_file, read_weights
 
 StateDict = dict[str, torch.Tensor]
 NORMALIZATION = {"vit": (VIT_MEAN, VIT_STD), "deit": (IMAGENET_MEAN, IMAGENET_STD)}
@@ -79,17 +73,10 @@ def vit_encoder_state(state: StateDict, source: str) -> StateDict:
 # --------------------------------------------------------------------------- encoder weights
 def _read_hf_vit_dir(directory: Path) -> tuple[StateDict, dict[str, Any]]:
     config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise TransegError(f"{directory}: no config.json in this transformers directory")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TransegError(f"{config_path}: not valid JSON ({exc})") from None
+    config = read_json(config_path)
     if config.get("model_type") not in ("vit", "deit"):
         raise TransegError(f"{config_path}: model_type {config.get('model_type')!r} is not a ViT or DeiT")
-    weights = _hf_weights_file(directory)
-    state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else read_torch_file(weights)
-    return convert_vit.hf_vit_to_transeg(state), config
+    return convert_vit.hf_vit_to_transeg(read_weights(directory)), config
 
 
 def read_vit_encoder_state(path: str | os.PathLike[str], encoder: nn.Module) -> StateDict:

@@ -214,18 +214,10 @@ def swin_encoder_state(state: StateDict, source: str) -> StateDict:
 def read_swin_encoder_state(path: str | os.PathLike[str], encoder: nn.Module) -> StateDict:
     """Weights for the Swin ``encoder`` from any supported file or transformers directory, with
     bias tables resized to its window and missing output norms taken from ``encoder``."""
-    from transeg.weights.io import _hf_weights_file, read_safetensors, read_torch_file
+    from transeg.weights.io import read_weights
 
     path = Path(path)
-    if not path.exists():
-        raise TransegError(f"{path}: no such file or directory")
-    if path.is_dir():
-        weights = _hf_weights_file(path)
-        state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else read_torch_file(weights)
-    elif path.suffix == ".safetensors":
-        state = read_safetensors(path)[0]
-    else:
-        state = read_torch_file(path)
+    state = read_weights(path)
     state = fit_window(swin_encoder_state(state, str(path)), encoder.config.window_size)
     current = encoder.state_dict()
     for key in current:

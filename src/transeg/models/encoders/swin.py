@@ -33,7 +33,7 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.encoders.vit import FeedForward, linear_rates
-from transeg.models.layers import DropPath
+from transeg.models.layers import DropPath, init_linear_and_norm
 
 MASK_VALUE = -100.0  # the official code's value for "different region" in shifted windows
 
@@ -257,7 +257,7 @@ class SwinTransformer(nn.Module):
             self.add_module(f"norm{i}", nn.LayerNorm(cfg.widths[i], eps=cfg.norm_eps))
         self.out_channels: tuple[int, ...] = tuple(cfg.widths[i] for i in cfg.out_indices)
         self.strides: tuple[int, ...] = tuple(cfg.patch_size * 2**i for i in cfg.out_indices)
-        self.layers.apply(_init_weights)
+        self.layers.apply(init_linear_and_norm)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
@@ -272,12 +272,3 @@ class SwinTransformer(nn.Module):
         return features
 
 
-def _init_weights(module: nn.Module) -> None:
-    """The official initialisation: Linear truncated normal (std 0.02) with zero bias; LayerNorm 1, 0."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
