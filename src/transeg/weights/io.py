@@ -185,11 +185,10 @@ def save_hf_pretrained(model: Segmentor, directory: str | os.PathLike[str]) -> P
 
 
 # --------------------------------------------------------------------------- official SegFormer
-def infer_segformer_config(state: StateDict, source: str) -> ModelConfig:
-    """Rebuild the config of a transeg-keyed SegFormer state dict from its tensor shapes.
-
-    Head counts cannot be read from weights; every published MiT uses (1, 2, 5, 8).
-    """
+def infer_mit_config(state: StateDict, source: str) -> MiTConfig:
+    """The MiT encoder config of a transeg-keyed state dict, read from its tensor shapes (LayerNorm
+    eps as the official code). Head counts cannot be read from weights; every published MiT uses
+    (1, 2, 5, 8)."""
     stages = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.stages.")})
     if not stages:
         raise TransegError(f"{source}: no MiT encoder weights found")
@@ -201,13 +200,16 @@ def infer_segformer_config(state: StateDict, source: str) -> ModelConfig:
         depths.append(1 + max(int(k.split(".")[4]) for k in state if k.startswith(f"encoder.stages.{i}.blocks.")))
         sr = state.get(f"encoder.stages.{i}.blocks.0.attn.sr.weight")
         sr_ratios.append(sr.shape[-1] if sr is not None else 1)
-    mlp_ratio = state["encoder.stages.0.blocks.0.mlp.fc1.weight"].shape[0] // widths[0]
-    default = MiTConfig()
-    encoder = MiTConfig(
-        widths=tuple(widths), depths=tuple(depths), heads=default.heads[: len(stages)],
-        sr_ratios=tuple(sr_ratios), patch_sizes=tuple(patch_sizes),
-        strides=(4, 2, 2, 2)[: len(stages)], mlp_ratio=mlp_ratio,
+    return MiTConfig(
+        widths=tuple(widths), depths=tuple(depths), heads=MiTConfig().heads[: len(stages)],
+        sr_ratios=tuple(sr_ratios), patch_sizes=tuple(patch_sizes), strides=(4, 2, 2, 2)[: len(stages)],
+        mlp_ratio=state["encoder.stages.0.blocks.0.mlp.fc1.weight"].shape[0] // widths[0],
     )
+
+
+def infer_segformer_config(state: StateDict, source: str) -> ModelConfig:
+    """The config of a transeg-keyed SegFormer state dict, from its tensor shapes."""
+    encoder = infer_mit_config(state, source)
     if "decoder.classifier.weight" not in state:
         raise TransegError(f"{source}: no decode head weights (decode_head.linear_pred) found")
     decoder = MLPDecoderConfig(embed_dim=state["decoder.fuse.weight"].shape[0])

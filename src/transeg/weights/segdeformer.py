@@ -31,7 +31,6 @@ import torch
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.segdeformer import SegDeformerConfig
-from transeg.models.encoders.mit import MiTConfig
 from transeg.weights import convert
 from transeg.weights.convert import Rules, rename
 
@@ -173,24 +172,14 @@ def segdeformer_model_config(official: StateDict, state: StateDict, source: str)
     """The model config of an official checkpoint (``official``: its keys; ``state``: converted)."""
     from transeg.models.zoo import ZOO
 
-    stages = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.stages.")})
-    if not stages or "decoder.fuse.conv.weight" not in state or "decoder.classifier.weight" not in state:
-        raise TransegError(f"{source}: not a MiT + SegDeformerHead3 checkpoint (backbone or head weights missing)")
-    widths, depths, srs, patches = [], [], [], []
-    for i in stages:
-        proj = state[f"encoder.stages.{i}.patch_embed.proj.weight"]
-        widths.append(proj.shape[0])
-        patches.append(proj.shape[-1])
-        depths.append(1 + max(int(k.split(".")[4]) for k in state if k.startswith(f"encoder.stages.{i}.blocks.")))
-        sr = state.get(f"encoder.stages.{i}.blocks.0.attn.sr.weight")
-        srs.append(sr.shape[-1] if sr is not None else 1)
-    n = len(stages)
-    eps = {"norm_eps": MMSEG_MIT_EPS, "embed_norm_eps": MMSEG_MIT_EPS} if is_mmseg_mit(official) else {}
-    encoder = MiTConfig(widths=tuple(widths), depths=tuple(depths), heads=MiTConfig().heads[:n],
-                        sr_ratios=tuple(srs), patch_sizes=tuple(patches), strides=(4, 2, 2, 2)[:n],
-                        mlp_ratio=state["encoder.stages.0.blocks.0.mlp.fc1.weight"].shape[0] // widths[0], **eps)
+    if "decoder.fuse.conv.weight" not in state or "decoder.classifier.weight" not in state:
+        raise TransegError(f"{source}: not a MiT + SegDeformerHead3 checkpoint (head weights missing)")
+    from transeg.weights.io import infer_mit_config  # io dispatches to this module
+
+    plain = infer_mit_config(state, source)
+    encoder = dataclasses.replace(plain, norm_eps=MMSEG_MIT_EPS, embed_norm_eps=MMSEG_MIT_EPS) \
+        if is_mmseg_mit(official) else plain
     decoder = SegDeformerConfig(mode="released", channels=state["decoder.fuse.conv.weight"].shape[0])
-    plain = dataclasses.replace(encoder, norm_eps=MiTConfig.norm_eps, embed_norm_eps=MiTConfig.embed_norm_eps)
     name = next((k for k, c in ZOO.items() if c.decoder == "segdeformer" and c.encoder == "mit"
                  and c.encoder_config == plain and c.decoder_config == decoder), "custom")
     return ModelConfig(encoder="mit", encoder_config=encoder, decoder="segdeformer", decoder_config=decoder,
