@@ -94,3 +94,28 @@ def test_count_parameters_totals():
     # Only the classifier depends on the class count: 256 weights and a bias per class.
     ade = count_parameters(transeg.create_model("segformer-b0", num_classes=150))
     assert ade["decoder"] - params["decoder"] == (150 - 19) * 257
+
+
+TABLE_1B = {256: (25.7, 24.7), 512: (39.8, 25.8), 768: (62.4, 27.5), 1024: (93.6, 29.6), 2048: (304.4, 43.4)}
+
+
+@pytest.mark.parametrize("width", sorted(TABLE_1B))
+def test_decoder_width_reproduces_segformer_table_1b(width):
+    """MiT-B2 with the All-MLP decoder's width C from 256 to 2048: GMACs and parameters within 2%."""
+    from transeg.models.config import build_model
+    from transeg.models.zoo import model_config, with_decoder_width
+
+    config = with_decoder_width(model_config("segformer-b2", 150), width)
+    assert config.decoder_config.embed_dim == width and config.name == f"segformer-b2-c{width}"
+    stats = model_complexity(build_model(config), (512, 512))
+    gmacs, params = TABLE_1B[width]
+    assert stats["gmacs"] == pytest.approx(gmacs, rel=0.02)
+    assert stats["params"]["total"] / 1e6 == pytest.approx(params, rel=0.02)
+
+
+def test_decoder_width_needs_a_decoder_with_a_width():
+    from transeg.errors import TransegError
+    from transeg.models.zoo import model_config, with_decoder_width
+
+    with pytest.raises(TransegError, match="has no width"):
+        with_decoder_width(model_config("segmenter-t16-linear", 3), 64)

@@ -62,12 +62,21 @@ def list_command() -> None:
 @click.argument("model")
 @click.option("--num-classes", type=int, default=None, help="Classes of the head (zoo names; default 150).")
 @click.option("--size", type=(int, int), default=(512, 512), show_default=True, help="Input H W.")
+@click.option("--decoder-width", type=int, default=None, help="Replace the decoder width C (zoo names).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(model: str, num_classes: int | None, size: tuple[int, int], as_json: bool) -> None:
+def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_width: int | None,
+         as_json: bool) -> None:
     """Parameters (encoder, decoder, total) and GMACs of MODEL at one input size."""
     from transeg.analysis.complexity import model_complexity
+    from transeg.models.config import build_model
+    from transeg.models.zoo import ZOO, model_config, with_decoder_width
 
-    segmentor = resolve_model(model, num_classes)
+    if decoder_width is not None:
+        if model not in ZOO:
+            raise TransegError("--decoder-width applies to model names, not checkpoints")
+        segmentor = build_model(with_decoder_width(model_config(model, num_classes), decoder_width))
+    else:
+        segmentor = resolve_model(model, num_classes)
     stats = model_complexity(segmentor, size)
     if as_json:
         click.echo(json.dumps({"model": segmentor.config.name, "num_classes": segmentor.num_classes,

@@ -135,6 +135,20 @@ def list_models() -> list[str]:
     return sorted(ZOO)
 
 
+WIDTH_FIELDS = ("embed_dim", "channels")  # the decoder width C, by decoder config
+
+
+def with_decoder_width(config: ModelConfig, width: int) -> ModelConfig:
+    """``config`` with its decoder's width C replaced (SegFormer Table 1b varies it)."""
+    field = next((f for f in WIDTH_FIELDS if hasattr(config.decoder_config, f)), None)
+    if field is None:
+        raise TransegError(f"the {config.decoder!r} decoder of {config.name} has no width to set")
+    if width < 1:
+        raise TransegError(f"the decoder width must be positive, got {width}")
+    decoder = dataclasses.replace(config.decoder_config, **{field: width})
+    return dataclasses.replace(config, name=f"{config.name}-c{width}", decoder_config=decoder)
+
+
 def model_config(name: str, num_classes: int | None = None,
                  class_names: tuple[str, ...] | None = None) -> ModelConfig:
     """The config of a named variant, with the class count (default 150, ADE20K) replaced."""
