@@ -41,11 +41,11 @@ def rename(state: StateDict, rules: Rules, source: str) -> StateDict:
         else:
             unknown.append(key)
     if unknown:
-        raise TransegError(f"{source}: unexpected key(s) {_preview(unknown)}")
+        raise TransegError(f"{source}: unexpected key(s) {preview_keys(unknown)}")
     return out
 
 
-def _preview(keys: list[str], n: int = 6) -> str:
+def preview_keys(keys: list[str], n: int = 6) -> str:
     keys = sorted(keys)
     more = f" … and {len(keys) - n} more" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more

@@ -108,10 +108,10 @@ def _load_transeg(path: Path) -> Segmentor:
         config = ModelConfig.from_json(path.with_suffix(".json").read_text(), source=str(path.with_suffix(".json")))
     else:
         raise TransegError(f"{path}: no transeg model config in its metadata nor in {path.with_suffix('.json')}")
-    return _build_with_state(config, state, str(path))
+    return build_with_state(config, state, str(path))
 
 
-def _build_with_state(config: ModelConfig, state: StateDict, source: str) -> Segmentor:
+def build_with_state(config: ModelConfig, state: StateDict, source: str) -> Segmentor:
     model = build_model(config)
     load_state_strict(model, state, source)
     return model.eval()
@@ -129,11 +129,11 @@ def load_state_strict(module: torch.nn.Module, state: StateDict, source: str) ->
     ]
     problems = []
     if missing:
-        problems.append(f"missing {convert._preview(missing)}")
+        problems.append(f"missing {convert.preview_keys(missing)}")
     if unexpected:
-        problems.append(f"unexpected {convert._preview(unexpected)}")
+        problems.append(f"unexpected {convert.preview_keys(unexpected)}")
     if misshapen:
-        problems.append(f"shape mismatch (file vs model) {convert._preview(misshapen, 4)}")
+        problems.append(f"shape mismatch (file vs model) {convert.preview_keys(misshapen, 4)}")
     if problems:
         raise TransegError(f"{source}: weights do not fit the model: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
@@ -170,7 +170,7 @@ def read_json(path: Path) -> dict[str, Any]:
 def _load_hf_dir(directory: Path) -> Segmentor:
     config_path = directory / "config.json"
     config = hf_config_to_model_config(read_json(config_path), source=str(config_path))
-    return _build_with_state(config, convert.hf_to_transeg(read_weights(directory)), str(directory))
+    return build_with_state(config, convert.hf_to_transeg(read_weights(directory)), str(directory))
 
 
 def save_hf_pretrained(model: Segmentor, directory: str | os.PathLike[str]) -> Path:
@@ -222,7 +222,7 @@ def infer_segformer_config(state: StateDict, source: str) -> ModelConfig:
 
 def _load_official(path: Path, state: StateDict) -> Segmentor:
     state = convert.official_to_transeg(state)
-    return _build_with_state(infer_segformer_config(state, str(path)), state, str(path))
+    return build_with_state(infer_segformer_config(state, str(path)), state, str(path))
 
 
 # --------------------------------------------------------------------------- entry points
@@ -245,7 +245,7 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
     obj = torch_load_safely(path)
     if isinstance(obj, dict) and CONFIG_METADATA_KEY in obj:  # a transeg training checkpoint
         config = ModelConfig.from_json(obj[CONFIG_METADATA_KEY], source=str(path))
-        return _build_with_state(config, state_dict_of(obj, path), str(path))
+        return build_with_state(config, state_dict_of(obj, path), str(path))
     state = state_dict_of(obj, path)
     from transeg.weights import segmenter
 
@@ -255,7 +255,7 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
 
     if segdeformer.is_segdeformer_state(state):  # official SegDeformer (decode_head.class_token/trans)
         converted = segdeformer.official_to_transeg(state)
-        return _build_with_state(segdeformer.segdeformer_model_config(state, converted, str(path)),
+        return build_with_state(segdeformer.segdeformer_model_config(state, converted, str(path)),
                                  converted, str(path))
     if segmenter.is_vit_backbone(state):
         raise TransegError(f"{path}: a ViT backbone has no decoder; use it as "
@@ -272,7 +272,7 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
             f"{path}: an ImageNet MiT backbone has no decoder; use it as "
             "create_model(name, num_classes=…, encoder_weights=path)"
         )
-    raise TransegError(f"{path}: unrecognised checkpoint format (first keys: {convert._preview(list(state), 3)})")
+    raise TransegError(f"{path}: unrecognised checkpoint format (first keys: {convert.preview_keys(list(state), 3)})")
 
 
 def read_encoder_state(path: str | os.PathLike[str]) -> StateDict:

@@ -132,7 +132,7 @@ def official_to_transeg(state: StateDict) -> StateDict:
     head = {k.removeprefix("decode_head."): v for k, v in state.items() if k.startswith("decode_head.")}
     other = sorted(set(state) - {f"backbone.{k}" for k in backbone} - {f"decode_head.{k}" for k in head})
     if other:
-        raise TransegError(f"official SegDeformer checkpoint: unexpected key(s) {convert._preview(other)}")
+        raise TransegError(f"official SegDeformer checkpoint: unexpected key(s) {convert.preview_keys(other)}")
     if is_mmseg_mit(backbone):
         backbone = mmseg_mit_to_official(backbone)
     out = convert.official_to_transeg(backbone)

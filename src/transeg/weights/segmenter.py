@@ -33,8 +33,8 @@ from transeg.models.encoders.vit import ViTConfig
 from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import VIT_MEAN, VIT_STD, ZOO
 from transeg.weights import vit as convert_vit
-from transeg.weights.convert import _preview, strip_to_encoder
-from transeg.weights.io import _build_with_state, read_json, read_safetensors, read_torch_file, read_weights
+from transeg.weights.convert import preview_keys, strip_to_encoder
+from transeg.weights.io import build_with_state, read_json, read_safetensors, read_torch_file, read_weights
 
 StateDict = dict[str, torch.Tensor]
 NORMALIZATION = {"vit": (VIT_MEAN, VIT_STD), "deit": (IMAGENET_MEAN, IMAGENET_STD)}
@@ -67,7 +67,7 @@ def vit_encoder_state(state: StateDict, source: str) -> StateDict:
         return convert_vit.hf_vit_to_transeg(state)
     if "pos_embed" in state or "cls_token" in state:
         return convert_vit.timm_to_transeg(state)
-    raise TransegError(f"{source}: no ViT weights recognised (first keys: {_preview(list(state), 3)})")
+    raise TransegError(f"{source}: no ViT weights recognised (first keys: {preview_keys(list(state), 3)})")
 
 
 # --------------------------------------------------------------------------- encoder weights
@@ -221,7 +221,7 @@ def load_official_segmenter(path: Path, state: StateDict) -> Segmentor:
                                      drop_path_rate=float(decoder_kwargs.get("drop_path_rate", 0.0)))
     config = _segmenter_config(state, source, encoder, defaults, NORMALIZATION[norm])
     _check(source, "n_cls", variant.get("n_cls"), config.num_classes)
-    return _build_with_state(config, state, str(path))
+    return build_with_state(config, state, str(path))
 
 
 def load_mmseg_segmenter(path: Path, state: StateDict) -> Segmentor:
@@ -231,7 +231,7 @@ def load_mmseg_segmenter(path: Path, state: StateDict) -> Segmentor:
     # SegmenterMaskTransformerHead defaults: drop_path_rate 0.1, drop_rate 0.
     defaults = MaskTransformerConfig(dropout=0.0, drop_path_rate=0.1)
     config = _segmenter_config(state, str(path), encoder, defaults, (VIT_MEAN, VIT_STD))
-    return _build_with_state(config, state, str(path))
+    return build_with_state(config, state, str(path))
 
 
 def load_segmenter(path: Path, state: StateDict) -> Segmentor:

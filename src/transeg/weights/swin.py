@@ -42,7 +42,7 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.encoders.swin import relative_position_index
-from transeg.weights.convert import Rules, _preview, rename
+from transeg.weights.convert import Rules, preview_keys, rename
 
 StateDict = dict[str, torch.Tensor]
 
@@ -157,7 +157,7 @@ def hf_swin_to_transeg(state: StateDict, source: str = "transformers Swin checkp
         else:
             unknown.append(key)
     if unknown:
-        raise TransegError(f"{source}: unexpected key(s) {_preview(unknown)}")
+        raise TransegError(f"{source}: unexpected key(s) {preview_keys(unknown)}")
     out.update(rename(rest, _HF_OTHER, source))
     for target, parts in qkv.items():
         if any(p is None for p in parts):
@@ -207,7 +207,7 @@ def swin_encoder_state(state: StateDict, source: str) -> StateDict:
     if is_hf_swin_state(state):
         return hf_swin_to_transeg(state, source)
     if not is_swin_state(state):
-        raise TransegError(f"{source}: no Swin weights recognised (first keys: {_preview(list(state), 3)})")
+        raise TransegError(f"{source}: no Swin weights recognised (first keys: {preview_keys(list(state), 3)})")
     return timm_swin_to_transeg(state, source)
 
 

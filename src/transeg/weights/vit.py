@@ -24,7 +24,7 @@ import torch
 
 from transeg.errors import TransegError
 from transeg.models.encoders.vit import resize_pos_embed
-from transeg.weights.convert import Rules, _preview, rename
+from transeg.weights.convert import Rules, preview_keys, rename
 
 StateDict = dict[str, torch.Tensor]
 
@@ -113,7 +113,7 @@ def hf_vit_to_transeg(state: StateDict) -> StateDict:
         else:
             unknown.append(key)
     if unknown:
-        raise TransegError(f"transformers ViT checkpoint: unexpected key(s) {_preview(unknown)}")
+        raise TransegError(f"transformers ViT checkpoint: unexpected key(s) {preview_keys(unknown)}")
     out.update(rename(rest, _HF_OTHER, "transformers ViT checkpoint"))
     for target, parts in qkv.items():
         if any(p is None for p in parts):
@@ -165,7 +165,7 @@ def mmseg_segmenter_to_transeg(state: StateDict) -> StateDict:
     head = {k.removeprefix("decode_head."): v for k, v in state.items() if k.startswith("decode_head.")}
     other = sorted(set(state) - set(backbone) - {f"decode_head.{k}" for k in head})
     if other:
-        raise TransegError(f"MMSegmentation Segmenter checkpoint: unexpected key(s) {_preview(other)}")
+        raise TransegError(f"MMSegmentation Segmenter checkpoint: unexpected key(s) {preview_keys(other)}")
     out = {f"encoder.{k}": v for k, v in mmseg_vit_to_transeg(backbone).items()}
     if "cls_emb" in head:
         rules: Rules = [
