@@ -49,6 +49,26 @@ def resolve_model(spec: str, num_classes: int | None = None):
     return model
 
 
+BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(["auto", "eager", "onnx"]), default="auto", show_default=True,
+    help="auto: ONNX Runtime (exported once, cached) for fp32 on the CPU when the onnx extra is installed, "
+         "else PyTorch eager.")
+PRECISION_OPTION = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+                                show_default=True, help="bf16: eager under autocast (AVX512-BF16/AMX CPUs, GPUs).")
+
+
+def inference_model(segmentor, backend: str, precision: str, images: int):
+    """``optimize_for_inference`` for a job of ``images`` images, saying so when an ONNX export runs."""
+    from transeg.engine.optimize import onnx_cache_path, optimize_for_inference, resolve_backend
+
+    backend = resolve_backend(segmentor, backend, precision, images)
+    if backend == "onnx":
+        path = onnx_cache_path(segmentor)
+        if not path.is_file():
+            console.print(f"exporting {segmentor.config.name} to ONNX once (cached in {path.parent})")
+    return optimize_for_inference(segmentor, backend, precision)
+
+
 @cli.command("list")
 def list_command() -> None:
     """List the model names."""
@@ -104,13 +124,13 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_wid
 @click.option("--size-divisor", type=int, default=None, help="Resize so H and W are multiples (e.g. 32).")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward in slide.")
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity.")
-@click.option("--backend", type=click.Choice(["eager", "onnx"]), default="eager", show_default=True,
-              help="PyTorch, or the model exported once (cached) and run by ONNX Runtime.")
+@BACKEND_OPTION
+@PRECISION_OPTION
 def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
             crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: str, no_flip: bool,
-            size_divisor: int | None, batch_size: int, alpha: float, backend: str) -> None:
+            size_divisor: int | None, batch_size: int, alpha: float, backend: str, precision: str) -> None:
     """Segment IMAGES (files, folders or globs) with MODEL; write label PNGs and overlays to --out."""
-    from transeg.engine.predict import predict_files
+    from transeg.engine.predict import expand_images, predict_files
 
     try:
         scale_values = tuple(float(s) for s in scales.split(","))
@@ -119,13 +139,49 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
     segmentor = resolve_model(model, num_classes)
     if model == segmentor.config.name:
         console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real predictions")
-    from transeg.engine.optimize import optimize_for_inference
-
+    paths = [str(p) for p in expand_images(images)]
+    passes = len(scale_values) * (1 if no_flip else 2) if mode == "ms-flip" else 1
+    runner = inference_model(segmentor, backend, precision, len(paths) * passes)
     written = predict_files(
-        optimize_for_inference(segmentor, backend), images, out_dir, mode=mode, crop=crop, stride=stride,
-        scales=scale_values, flip=not no_flip, size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
+        runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scale_values, flip=not no_flip,
+        size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
     )
     console.print(f"wrote {len(written)} label maps and overlays to {out_dir}")
+
+
+@cli.command("erf")
+@click.argument("model")
+@click.argument("images", nargs=-1)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--size", type=(int, int), default=(512, 512), show_default=True,
+              help="Input H W; every image is resized to it.")
+@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--num-classes", type=int, default=None, help="Classes of the head (zoo names only).")
+@click.option("--scale", type=click.Choice(["log", "sqrt"]), default="log", show_default=True,
+              help="Display scale of the heatmaps, each divided by its maximum (log: 3 decades).")
+def erf_command(model: str, images: tuple[str, ...], out_dir: Path, size: tuple[int, int], limit: int | None,
+                num_classes: int | None, scale: str) -> None:
+    """Effective receptive fields (SegFormer Fig. 3) of each encoder stage and of the head of MODEL,
+    averaged over IMAGES (files, folders or globs): erf.png, erf_<name>.png and erf.json in --out."""
+    from transeg.analysis.erf import erf_of_files, write_outputs
+    from transeg.engine.predict import expand_images
+
+    if not images:
+        raise TransegError("no images given: pass image files, folders or globs after MODEL")
+    if limit is not None and limit < 1:
+        raise TransegError(f"--limit must be at least 1, got {limit}")
+    paths = expand_images(images)[:limit]
+    segmentor = resolve_model(model, num_classes)
+    result = erf_of_files(segmentor, paths, size)
+    source = None if model == segmentor.config.name else model
+    write_outputs(result, out_dir, segmentor.config.name, scale, source=source)
+    for title, (h, w), s in zip(result.titles, result.feature_sizes, result.summaries, strict=True):
+        radii = "no gradient" if s["radius_50_px"] is None else \
+            f"50% radius {s['radius_50_px']:7.1f} px  90% radius {s['radius_90_px']:7.1f} px  " \
+            f"peak/mean {s['peak_to_mean']:8.1f}"
+        click.echo(f"{title:<8} output {h:>4}x{w:<4}  {radii}")
+    console.print(f"wrote erf.png, erf_<stage|head>.png and erf.json to {out_dir} ({result.images} images, "
+                  f"{size[0]}x{size[1]})")
 
 
 @cli.command()
@@ -173,12 +229,17 @@ def bench(model: str, num_classes: int | None, size: tuple[int, int], batch: int
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .onnx file.")
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--num-classes", type=int, default=None, help="Classes of the head (zoo names only).")
-def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int | None) -> None:
-    """Export MODEL to ONNX with dynamic batch, height and width."""
+@click.option("--size", type=(int, int), default=None, help="Fix the input H W (default: dynamic; Swin needs it).")
+def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int | None,
+                   size: tuple[int, int] | None) -> None:
+    """Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size)."""
     from transeg.export import export_onnx
 
-    path = export_onnx(resolve_model(model, num_classes), out, opset=opset)
-    console.print(f"wrote {path} (input 'image' (B, 3, H, W) float32 normalised; output 'logits' at 1/4)")
+    segmentor = resolve_model(model, num_classes)
+    with console.status(f"exporting {segmentor.config.name} to ONNX"):
+        path = export_onnx(segmentor, out, opset=opset, size=size)
+    shape = "(B, 3, H, W)" if size is None else f"(B, 3, {size[0]}, {size[1]})"
+    console.print(f"wrote {path} (input 'image' {shape} float32, normalised; output 'logits')")
 
 
 @cli.command("convert")
@@ -223,8 +284,13 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, on_bad
 @click.option("--mode", type=click.Choice(["whole", "slide", "ms-flip"]), default=None, help="Inference mode.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for metrics.json and confusion.png (default: beside the model).")
+@click.option("--test-scale", "test_scales", type=(int, int), multiple=True, metavar="W H",
+              help="Keep-ratio test resize as data.test_scale (long and short edge at most max(W, H) and "
+                   "min(W, H)); repeat it to evaluate at several resolutions, one metrics block each.")
+@BACKEND_OPTION
+@PRECISION_OPTION
 def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], split: str | None, mode: str | None,
-                 out_dir: Path | None) -> None:
+                 out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], backend: str, precision: str) -> None:
     """Evaluate MODEL (any checkpoint) on a dataset: mIoU, per-class IoU/Acc/Dice, confusion matrix."""
     from transeg.config import load_config
     from transeg.data.datasets import build_dataset
@@ -233,6 +299,9 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
 
     overrides = (*overrides, *([f"eval.mode={mode}"] if mode else []))
     cfg = load_config(config_path, list(overrides))
+    if any(min(scale) < 1 for scale in test_scales):
+        raise TransegError(f"--test-scale: W and H must be positive, got {' '.join(map(str, test_scales))}")
+    scales = list(dict.fromkeys(test_scales)) or [cfg.data.test_scale]  # none given: the config's
     segmentor = resolve_model(model)
     split = split or cfg.data.val_split
     if split is None:
@@ -240,14 +309,75 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, split, **cfg.data.options)
     if dataset.num_classes != segmentor.num_classes:
         raise TransegError(f"{model}: {segmentor.num_classes} classes, the dataset has {dataset.num_classes}")
-    metrics, matrix = evaluate(segmentor, dataset, cfg.eval, cfg.data.test_scale, cfg.data.size_divisor)
-    click.echo(metrics.format_table())
+    passes = len(cfg.eval.scales) * (2 if cfg.eval.flip else 1) if cfg.eval.mode == "ms-flip" else 1
+    runner = inference_model(segmentor, backend, precision, len(dataset) * len(scales) * passes)
     out_dir = out_dir or (Path(model).parent if Path(model).exists() else Path("."))
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(
-        {"model": model, "split": split, "mode": cfg.eval.mode, **metrics.to_dict()}, indent=2))
-    save_confusion_png(matrix, out_dir / "confusion.png", list(dataset.classes))
-    console.print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'confusion.png'}")
+    header = {"model": model, "split": split, "mode": cfg.eval.mode, "precision": precision}
+    blocks, written = {}, []
+    for scale in scales:
+        label = "none" if scale is None else f"{scale[0]}x{scale[1]}"
+        metrics, matrix = evaluate(runner, dataset, cfg.eval, scale, cfg.data.size_divisor)
+        if len(scales) > 1:
+            click.echo(f"test scale {label}")
+        click.echo(metrics.format_table())
+        blocks[label] = {"test_scale": None if scale is None else list(scale), **metrics.to_dict()}
+        written.append(out_dir / ("confusion.png" if len(scales) == 1 else f"confusion_{label}.png"))
+        save_confusion_png(matrix, written[-1], list(dataset.classes))
+    if len(scales) == 1:  # one block, flat as before
+        result = {**header, **next(iter(blocks.values()))}
+    else:
+        result = {**header, "test_scales": blocks}
+        click.echo("mIoU by test scale: " + ", ".join(
+            f"{k} " + ("n/a" if v["mIoU"] is None else f"{v['mIoU'] * 100:.2f}") for k, v in blocks.items()))
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {out_dir / 'metrics.json'} and {', '.join(str(p) for p in written)}")
+
+
+@cli.command("robustness")
+@click.argument("model")
+@click.option("--dataset", "dataset_name", required=True, help="Dataset type (camvid, cityscapes, folder, …).")
+@click.option("--data-root", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
+@click.option("--split", default="val", show_default=True)
+@click.option("--corruptions", default=None, help="Comma-separated names (default: the 16 of SegFormer Table 5).")
+@click.option("--severities", default="1,2,3,4,5", show_default=True, help="Comma-separated, in 1..5.")
+@click.option("--limit", type=int, default=None, help="Evaluate N images spread evenly over the split.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corruptions.")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Folder keeping the corrupted images (PNG) for later runs.")
+@click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True)
+@click.option("--crop", type=(int, int), default=None, help="Slide window H W (default: the dataset's recipe).")
+@click.option("--stride", type=(int, int), default=None, help="Slide stride H W.")
+@click.option("--test-scale", type=(int, int), default=None, help="Keep-ratio resize (long, short) before inference.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
+def robustness_command(model: str, dataset_name: str, data_root: Path, split: str, corruptions: str | None,
+                       severities: str, limit: int | None, seed: int, cache: Path | None, mode: str,
+                       crop: tuple[int, int] | None, stride: tuple[int, int] | None,
+                       test_scale: tuple[int, int] | None, device: str, out_dir: Path) -> None:
+    """mIoU of MODEL under common corruptions x severities (SegFormer Table 5, Cityscapes-C style)."""
+    from transeg.analysis.robustness import (
+        RobustnessSettings,
+        format_table,
+        parse_corruptions,
+        parse_severities,
+        run_robustness,
+        write_outputs,
+    )
+    from transeg.data.datasets import build_dataset
+
+    settings = RobustnessSettings(parse_corruptions(corruptions), parse_severities(severities), limit, seed, cache,
+                                  mode, crop, stride, test_scale, device=device)
+    dataset = build_dataset(dataset_name, data_root, split)
+    segmentor = resolve_model(model, dataset.num_classes)
+    if model == segmentor.config.name:
+        console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real scores")
+    result = run_robustness(segmentor, dataset, settings, dataset_name, console=console)
+    click.echo(format_table(result))
+    write_outputs(result, out_dir, segmentor.config.name, title=f"{segmentor.config.name} on {dataset.name}",
+                  model_path=model, dataset=dataset_name, split=split, seed=seed, limit=limit, mode=mode)
+    console.print(f"wrote robustness.json, robustness.csv, robustness_by_severity.csv and robustness.png to "
+                  f"{out_dir} ({result.wall_seconds:.0f} s)")
 
 
 @cli.group("data")

@@ -13,10 +13,12 @@ from torch import nn
 from transeg.errors import TransegError
 from transeg.models.decoders.linear import LinearDecoder, LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformer, MaskTransformerConfig
+from transeg.models.decoders.mla import MLAConfig, MLADecoder
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from transeg.models.decoders.segdeformer import SegDeformerConfig, build_segdeformer
 from transeg.models.decoders.uper import UperNetConfig, UperNetDecoder
 from transeg.models.encoders.mit import MiTConfig, MixTransformer
+from transeg.models.encoders.resnet import ResNet, ResNetConfig
 from transeg.models.encoders.swin import SwinConfig, SwinTransformer
 from transeg.models.encoders.vit import VisionTransformer, ViTConfig
 from transeg.models.segmentor import Segmentor
@@ -26,12 +28,14 @@ ENCODERS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "mit": (MiTConfig, MixTransformer),
     "vit": (ViTConfig, VisionTransformer),
     "swin": (SwinConfig, SwinTransformer),
+    "resnet": (ResNetConfig, ResNet),  # ResNet / ResNeXt, the CNN encoders of SegFormer Table 1d
 }
 DECODERS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "mlp": (MLPDecoderConfig, MLPDecoder),
     "linear": (LinearDecoderConfig, LinearDecoder),
     "mask_transformer": (MaskTransformerConfig, MaskTransformer),
     "uper": (UperNetConfig, UperNetDecoder),
+    "mla": (MLAConfig, MLADecoder),  # SETR's multi-level aggregation (SegFormer Table 3)
     "segdeformer": (SegDeformerConfig, build_segdeformer),  # paper or released module, by cfg.mode
 }
 

@@ -8,10 +8,12 @@ from transeg.errors import TransegError
 from transeg.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, build_model
 from transeg.models.decoders.linear import LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformerConfig
+from transeg.models.decoders.mla import MLAConfig
 from transeg.models.decoders.mlp import MLPDecoderConfig
 from transeg.models.decoders.segdeformer import SegDeformerConfig
 from transeg.models.decoders.uper import UperNetConfig
 from transeg.models.encoders.mit import MiTConfig
+from transeg.models.encoders.resnet import ResNetConfig
 from transeg.models.encoders.swin import SwinConfig
 from transeg.models.encoders.vit import ViTConfig
 from transeg.models.segmentor import Segmentor
@@ -38,6 +40,41 @@ ZOO: dict[str, ModelConfig] = {
     )
     for v in MIT_VARIANTS
 }
+
+
+def _segformer_pe(variant: str, size: tuple[int, int], suffix: str = "") -> ModelConfig:
+    """SegFormer Table 1c's "PE" arm: position embeddings (learned for ``size`` inputs) after every
+    patch embedding, as PVT, and a plain FFN in place of Mix-FFN."""
+    name = f"segformer-{variant}-pe{suffix}"
+    encoder = dataclasses.replace(MIT_VARIANTS[variant], pos_embed=True, pos_embed_size=size, mix_ffn=False)
+    return dataclasses.replace(ZOO[f"segformer-{variant}"], name=name, encoder_config=encoder)
+
+
+# after the plain variants, which name lookups by encoder shape must find first
+ZOO.update({c.name: c for c in [
+    *(_segformer_pe(v, (512, 512)) for v in MIT_VARIANTS),
+    _segformer_pe("b0", (240, 320), "-240x320"),  # CamVid crops: configs/analysis/segformer-b0-camvid-pe.yaml
+]})
+
+# SegFormer Table 1d: CNN encoders with the All-MLP decoder (C = 768), and MiT-B2 decoding its stage-4
+# map alone ("S4"). ResNet-50/101 are MMSegmentation's ResNetV1c segmentation backbones (deep stem),
+# ResNeXt-101 is 64x4d with the 7x7 stem (MMSegmentation's ResNeXt, torchvision's resnext101_64x4d):
+# the combinations whose counts reproduce the table (a 32x4d ResNeXt gives 47.6 M, not 86.8 M).
+RESNET_VARIANTS: dict[str, ResNetConfig] = {
+    "r50": ResNetConfig(depths=(3, 4, 6, 3), deep_stem=True),
+    "r101": ResNetConfig(depths=(3, 4, 23, 3), deep_stem=True),
+    "x101": ResNetConfig(depths=(3, 4, 23, 3), groups=64, width_per_group=4),
+}
+ZOO.update({
+    f"segformer-{v}": ModelConfig(
+        name=f"segformer-{v}", encoder="resnet", encoder_config=RESNET_VARIANTS[v],
+        decoder="mlp", decoder_config=MLPDecoderConfig(embed_dim=768), num_classes=150,
+    )
+    for v in RESNET_VARIANTS
+})
+ZOO["segformer-b2-s4"] = dataclasses.replace(
+    ZOO["segformer-b2"], name="segformer-b2-s4", decoder_config=MLPDecoderConfig(embed_dim=768, in_stages=(3,))
+)
 
 # Segmenter (Strudel et al. 2021), Table 1: (width, depth, heads); head size 64, MLP 4x.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
@@ -90,6 +127,24 @@ ZOO.update({
     )
     for v in SWIN_VARIANTS
 })
+
+# SETR's multi-level aggregation decoder (Zheng et al. 2021): SegFormer Table 3's "MLA (SETR)" rows on
+# MiT-B2/B5 (and on Swin-T, not in the table), and SETR-MLA itself on ViT-L/16: blocks 6, 12, 18 and 24,
+# mean = std = 0.5 (SETR's ImageNet-21K ViT-L weights, like Segmenter's), position embeddings resized
+# bilinearly and no stochastic depth (MMSegmentation's SETR recipe). Auxiliary heads off. Also Table
+# 3's "UperNet (Swin)" on MiT-B2, with the Swin recipe's auxiliary FCN head.
+MLA_DECODER = MLAConfig()
+ZOO.update({c.name: c for c in [
+    *(ModelConfig(name=f"mla-mit-{v}", encoder="mit", encoder_config=MIT_VARIANTS[v], decoder="mla",
+                  decoder_config=MLA_DECODER, num_classes=150) for v in ("b2", "b5")),
+    ModelConfig(name="mla-swin-t", encoder="swin", encoder_config=SWIN_VARIANTS["t"], decoder="mla",
+                decoder_config=MLA_DECODER, num_classes=150),
+    ModelConfig(name="mla-vit-l16", encoder="vit", decoder="mla", decoder_config=MLA_DECODER, num_classes=150,
+                encoder_config=dataclasses.replace(vit_config("l16"), out_indices=(5, 11, 17, 23), drop_path_rate=0.0),
+                mean=VIT_MEAN, std=VIT_STD),
+    ModelConfig(name="upernet-mit-b2", encoder="mit", encoder_config=MIT_VARIANTS["b2"], decoder="uper",
+                decoder_config=UPERNET_DECODER, num_classes=150),
+]})
 
 # SegDeformer (Shi et al. 2022): the paper's rows (Tables 1, 3, 7). C = 256 on MiT, as every MiT row's
 # parameter count implies (and Table 8's "(-,256)" for B2): the authors' SegFormer baseline is the

@@ -263,6 +263,11 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
     if any(k.endswith("relative_position_bias_table") for k in state):
         raise TransegError(f"{path}: a Swin checkpoint (only its backbone is read); use it as "
                            "create_model(name, num_classes=…, encoder_weights=path)")
+    from transeg.weights.resnet import is_resnet_state
+
+    if is_resnet_state(state):
+        raise TransegError(f"{path}: a ResNet checkpoint (only its backbone is read); use it as "
+                           "create_model(name, num_classes=…, encoder_weights=path)")
     if any(k.startswith(("decode_head.linear_c", "backbone.")) for k in state):
         return _load_official(path, state)
     if any(k.startswith(("segformer.", "decode_head.")) for k in state):
@@ -303,6 +308,10 @@ def load_encoder_weights(model: Segmentor, path: str | os.PathLike[str]) -> None
         from transeg.weights.segmenter import read_vit_encoder_state
 
         state = read_vit_encoder_state(path, model.encoder)
+    elif model.config.encoder == "resnet":  # torchvision, timm, MMSegmentation, transformers
+        from transeg.weights.resnet import read_resnet_encoder_state
+
+        state = read_resnet_encoder_state(path, model.encoder)
     else:
         state = read_encoder_state(path)
     load_state_strict(model.encoder, state, str(path))

@@ -3,6 +3,12 @@
 Four stages, each: overlapped patch embedding (strided conv + LayerNorm), transformer blocks with
 efficient self-attention (K/V spatially reduced by a strided conv) and Mix-FFN, then a LayerNorm.
 No positional encoding, so any input size works.
+
+For the paper's ablation of Mix-FFN against positional encoding (Table 1c) two options change
+that: ``pos_embed`` adds learned absolute position embeddings after every stage's patch embedding
+(as PVT, on which MiT is built), learned for one input size and resized bilinearly to others, and
+``mix_ffn=False`` drops the 3x3 depthwise conv from the FFN. Both are off by default; the
+parameters they add (``stages.{i}.pos_embed``) or remove (``mlp.dwconv``) exist only when set.
 """
 
 from __future__ import annotations
@@ -13,14 +19,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transeg.models.layers import DropPath, drop_path_rates, init_transformer_weights
+from transeg.errors import TransegError
+from transeg.models.encoders.vit import resize_pos_embed
+from transeg.models.layers import (
+    DerivedTensorCache,
+    DropPath,
+    drop_path_rates,
+    init_transformer_weights,
+    is_tracing,
+)
 
 
 @dataclass(frozen=True)
 class MiTConfig:
     """A MiT variant. ``norm_eps`` is used by the block and stage-end LayerNorms, ``embed_norm_eps``
     by the patch-embedding and spatial-reduction LayerNorms (official code: 1e-6 and 1e-5;
-    Hugging Face transformers: 1e-5 for both)."""
+    Hugging Face transformers: 1e-5 for both).
+
+    Ablation options (SegFormer Table 1c; defaults give the published MiT): ``pos_embed`` adds
+    learned absolute position embeddings after each stage's patch embedding, as PVT does; their
+    tables have the grid of each stage for an input of ``pos_embed_size`` (H, W), and are resized
+    bilinearly for other inputs. ``mix_ffn=False`` gives a plain FFN (fc1 -> GELU -> fc2).
+    """
 
     widths: tuple[int, ...] = (32, 64, 160, 256)
     depths: tuple[int, ...] = (2, 2, 2, 2)
@@ -33,6 +53,34 @@ class MiTConfig:
     drop_path_rate: float = 0.1
     norm_eps: float = 1e-6
     embed_norm_eps: float = 1e-5
+    pos_embed: bool = False
+    pos_embed_size: tuple[int, int] = (512, 512)
+    mix_ffn: bool = True
+
+    def __post_init__(self) -> None:
+        size = self.pos_embed_size
+        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+            raise TransegError(f"MiTConfig: pos_embed_size must be two positive integers (H, W), got {size!r}")
+
+    def stage_grids(self, size: tuple[int, int]) -> list[tuple[int, int]]:
+        """The (h, w) feature grid of every stage for an (H, W) input (each patch embedding is a
+        conv with padding k // 2)."""
+        grids, (h, w) = [], size
+        for k, s in zip(self.patch_sizes, self.strides, strict=True):
+            h, w = (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
+            grids.append((h, w))
+        return grids
+
+
+def token_map(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, H*W, C) -> (B, C, H, W), a channels-last view: no copy."""
+    return x.unflatten(1, (h, w)).permute(0, 3, 1, 2)
+
+
+def tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C); no copy when ``x`` is channels-last, which convolutions keep
+    for channels-last inputs (one copy for the contiguous image-sized input of stage 1)."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -46,7 +94,7 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
         h, w = x.shape[2:]
-        return self.norm(x.flatten(2).transpose(1, 2)), h, w
+        return self.norm(tokens(x)), h, w
 
 
 class EfficientSelfAttention(nn.Module):
@@ -67,30 +115,29 @@ class EfficientSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         b, n, c = x.shape
         q = self.q(x).reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
-        if self.sr_ratio > 1:
-            reduced = self.sr(x.transpose(1, 2).reshape(b, c, h, w))
-            kv_in = self.norm(reduced.flatten(2).transpose(1, 2))
-        else:
-            kv_in = x
+        kv_in = self.norm(tokens(self.sr(token_map(x, h, w)))) if self.sr_ratio > 1 else x
         k, v = self.kv(kv_in).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class MixFFN(nn.Module):
-    """fc1 -> 3x3 depthwise conv on the hidden width -> GELU -> fc2. (B, N, C) -> (B, N, C)."""
+    """fc1 -> 3x3 depthwise conv on the hidden width -> GELU -> fc2. (B, N, C) -> (B, N, C).
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    With ``conv=False``: fc1 -> GELU -> fc2, a plain transformer FFN (no ``dwconv`` parameters)."""
+
+    def __init__(self, dim: int, hidden: int, conv: bool = True) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        if conv:
+            self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         x = self.fc1(x)
-        b, _, c = x.shape
-        x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+        if hasattr(self, "dwconv"):
+            x = tokens(self.dwconv(token_map(x, h, w)))
         return self.fc2(self.act(x))
 
 
@@ -98,12 +145,12 @@ class MiTBlock(nn.Module):
     """Pre-norm transformer block. (B, N, C) -> (B, N, C)."""
 
     def __init__(self, dim: int, heads: int, sr_ratio: int, mlp_ratio: int, drop_path: float,
-                 eps: float, embed_eps: float) -> None:
+                 eps: float, embed_eps: float, mix_ffn: bool = True) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = EfficientSelfAttention(dim, heads, sr_ratio, embed_eps)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = MixFFN(dim, dim * mlp_ratio)
+        self.mlp = MixFFN(dim, dim * mlp_ratio, conv=mix_ffn)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -112,7 +159,8 @@ class MiTBlock(nn.Module):
 
 
 class MiTStage(nn.Module):
-    """Patch embedding, blocks, LayerNorm. (B, C_in, H, W) -> (B, C, H/stride, W/stride)."""
+    """Patch embedding (+ position embeddings if enabled), blocks, LayerNorm.
+    (B, C_in, H, W) -> (B, C, H/stride, W/stride)."""
 
     def __init__(self, cfg: MiTConfig, index: int, in_channels: int, drop_paths: list[float]) -> None:
         super().__init__()
@@ -120,18 +168,34 @@ class MiTStage(nn.Module):
         self.patch_embed = OverlapPatchEmbed(
             in_channels, dim, cfg.patch_sizes[index], cfg.strides[index], cfg.embed_norm_eps
         )
+        self.pos_grid: tuple[int, int] | None = None
+        self._pos_cache = DerivedTensorCache()
+        if cfg.pos_embed:
+            self.pos_grid = cfg.stage_grids(cfg.pos_embed_size)[index]
+            self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], dim))
         self.blocks = nn.ModuleList(
             MiTBlock(dim, cfg.heads[index], cfg.sr_ratios[index], cfg.mlp_ratio, dp, cfg.norm_eps,
-                     cfg.embed_norm_eps)
+                     cfg.embed_norm_eps, cfg.mix_ffn)
             for dp in drop_paths
         )
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
 
+    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(1, h*w, C) for an (h, w) grid: the table itself at its own grid, else resized bilinearly
+        (align_corners=False), cached outside autograd; under tracing, compiling or export the resize
+        always runs (the identity at the learned grid), so that the graph has no shape test."""
+        pos = self.pos_embed
+        if not is_tracing() and tuple(grid) == self.pos_grid:
+            return pos
+        return self._pos_cache.get([pos], lambda: resize_pos_embed(pos, self.pos_grid, grid, 0), tuple(grid))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, h, w = self.patch_embed(x)
+        if self.pos_grid is not None:
+            x = x + self.position_embedding((h, w))
         for block in self.blocks:
             x = block(x, h, w)
-        return self.norm(x).transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        return token_map(self.norm(x), h, w)
 
 
 class MixTransformer(nn.Module):
@@ -152,6 +216,9 @@ class MixTransformer(nn.Module):
             strides.append(total)
         self.strides: tuple[int, ...] = tuple(strides)
         self.apply(init_transformer_weights)
+        if cfg.pos_embed:
+            for stage in self.stages:
+                nn.init.trunc_normal_(stage.pos_embed, std=0.02)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
