@@ -100,3 +100,45 @@ def test_predict_with_the_onnx_backend_matches_eager(model, tmp_path, monkeypatc
     eager = np.asarray(Image.open(tmp_path / "eager" / "x.png"))
     onnx = np.asarray(Image.open(tmp_path / "onnx" / "x.png"))
     assert (eager == onnx).mean() > 0.999
+
+
+def _onnx_matches_eager(model, tmp_path, shapes, size=None):
+    from transeg.export import OnnxSegmentor, export_onnx
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    runner = OnnxSegmentor(export_onnx(model.eval(), tmp_path / "m.onnx", size=size), model.config)
+    for shape in shapes:
+        x = torch.randn(*shape)
+        with torch.inference_mode():
+            expected = model(x)
+            got = runner(x)
+        assert got.shape == expected.shape, shape
+        assert (got - expected).abs().max() < 1e-4, shape
+
+
+def test_segmenter_onnx_matches_eager_at_odd_sizes(tmp_path):
+    from tests.test_segmenter import tiny_segmenter
+
+    _onnx_matches_eager(tiny_segmenter(), tmp_path, [(1, 3, 64, 96), (2, 3, 75, 131), (1, 3, 97, 50)])
+
+
+def test_segdeformer_onnx_matches_eager_at_odd_sizes(tmp_path):
+    from transeg.models.config import build_model
+    from transeg.models.zoo import model_config
+
+    torch.manual_seed(0)
+    model = build_model(model_config("segdeformer-mit-b0-eff", num_classes=4))
+    _onnx_matches_eager(model, tmp_path, [(1, 3, 64, 96), (2, 3, 75, 131), (1, 3, 97, 50)])
+
+
+def test_swin_exports_at_a_fixed_size_only(tmp_path):
+    from tests.test_swin import tiny_swin
+    from transeg.export import export_onnx
+
+    model = tiny_swin()
+    with pytest.raises(transeg.TransegError, match="fixed input size only"):
+        export_onnx(model, tmp_path / "dynamic.onnx")
+    with pytest.raises(transeg.TransegError, match="dynamic sizes"):
+        transeg.optimize_for_inference(model, "onnx")
+    _onnx_matches_eager(model, tmp_path, [(1, 3, 75, 101), (3, 3, 75, 101)], size=(75, 101))

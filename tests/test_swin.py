@@ -81,7 +81,10 @@ def test_encoder_matches_transformers_swin_model(tmp_path, size):
                       output_hidden_states_before_downsampling=True)
         got = model.encoder(x)
     for g, e in zip(got, out.reshaped_hidden_states[1:], strict=True):
-        assert (g - e).abs().max().item() < 1e-4
+        # un-normalised residual streams reach magnitudes in the hundreds: compare relative to them
+        # un-normalised residual streams reach magnitudes over 100, and the attention is written
+        # with another association than transformers': compare relative to the magnitude
+        assert (g - e).abs().max().item() < 1e-5 * e.abs().max().item()
 
 
 def test_transformers_5x_in_memory_names_load(tmp_path):

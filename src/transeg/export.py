@@ -17,11 +17,12 @@ DEFAULT_OPSET = 18
 
 
 def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEFAULT_OPSET,
-                example_size: tuple[int, int] = (256, 256)) -> Path:
+                size: tuple[int, int] | None = None) -> Path:
     """Write ``model`` as ONNX; input ``image`` (B, 3, H, W) float32, output ``logits`` (B, K, h, w).
 
-    Batch, height and width are dynamic (the example uses a batch of 2, since torch.export would
-    specialise a batch of 1).
+    The batch is dynamic; so are height and width unless ``size`` fixes them. Encoders whose shape
+    arithmetic the exporter cannot handle symbolically in reasonable time (Swin: per-block window
+    padding, shifted-window masks) say so with ``onnx_dynamic_size = False`` and need ``size``.
     """
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail early with a clear message)
@@ -30,16 +31,27 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
         raise TransegError("ONNX export needs the onnx extra: pip install 'transeg[onnx]'") from None
     if opset < 17:
         raise TransegError(f"opset {opset} is too old: LayerNorm needs 17 or later")
+    if size is None and not supports_dynamic_size(model):
+        raise TransegError(f"{model.config.name}: its {model.config.encoder} encoder exports with a fixed input "
+                           "size only; give one (transeg export --size H W)")
+    if size is not None and min(size) < 32:
+        raise TransegError(f"the export size must be at least 32x32, got {size[0]}x{size[1]}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = torch.randn(2, 3, *example_size)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    height, width = (torch.export.Dim(name, min=32, max=8192) for name in ("height", "width"))
+    example = torch.randn(2, 3, *(size or (256, 256)))  # a batch of 1 would be specialised to 1
+    dims = {0: torch.export.Dim("batch", min=1, max=1024)}
+    if size is None:
+        dims.update({axis: torch.export.Dim(name, min=32, max=8192) for axis, name in ((2, "height"), (3, "width"))})
     write_atomic(path, lambda tmp: torch.onnx.export(
         model, (example,), tmp, dynamo=True, opset_version=opset, input_names=["image"], output_names=["logits"],
-        dynamic_shapes={"x": {0: batch, 2: height, 3: width}}, verbose=False))
+        dynamic_shapes={"x": dims}, verbose=False))
     return path
+
+
+def supports_dynamic_size(model: Segmentor) -> bool:
+    """Whether ``model`` exports with dynamic height and width."""
+    return getattr(model.encoder, "onnx_dynamic_size", True)
 
 
 class OnnxSegmentor(nn.Module):

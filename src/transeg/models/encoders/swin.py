@@ -118,7 +118,7 @@ def shift_mask(h: int, w: int, ws: int, shift: int, device: torch.device, dtype:
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention within windows, with a relative position bias (and the shift
-    mask) added to the logits through SDPA's float ``attn_mask``.
+    mask) added to the logits.
     (B*nW, N, C), mask (nW, N, N) or None -> (B*nW, N, C)."""
 
     def __init__(self, dim: int, heads: int, window_size: int, qkv_bias: bool = True) -> None:
@@ -143,8 +143,10 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias().unsqueeze(0).to(q.dtype)  # (1, heads, N, N)
         if mask is not None:  # (nW, 1, N, N) + bias, repeated over the images of the batch
             bias = (bias + mask.unsqueeze(1).to(q.dtype)).repeat(bw // mask.shape[0], 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        # written out rather than SDPA: windows are small (N = 49 or 144), and the ONNX exporter's
+        # decomposition of SDPA with a float mask yields strides its own reshape cannot view
+        attn = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5 + bias, dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c))
 
 
 class SwinBlock(nn.Module):
@@ -243,6 +245,10 @@ class PatchEmbed(nn.Module):
 class SwinTransformer(nn.Module):
     """The Swin encoder. (B, 3, H, W) -> NCHW maps of the ``out_indices`` stages, at strides
     ``patch_size * 2**i`` (4, 8, 16, 32)."""
+
+    # torch.export's symbolic shapes drown in the per-stage padding and window arithmetic (still
+    # simplifying after 10 minutes for Swin-T): ONNX export takes a fixed input size
+    onnx_dynamic_size = False
 
     def __init__(self, cfg: SwinConfig) -> None:
         super().__init__()

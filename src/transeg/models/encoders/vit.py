@@ -16,14 +16,13 @@ Parameter names are timm's and the official Segmenter's: ``cls_token``, ``dist_t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
-from transeg.models.layers import DropPath, init_transformer_weights
+from transeg.models.layers import DerivedTensorCache, DropPath, init_transformer_weights, is_tracing
 
 POS_INTERPOLATIONS = ("bilinear", "bicubic")
 
@@ -88,13 +87,6 @@ class ViTConfig:
     @property
     def num_extra_tokens(self) -> int:
         return 2 if self.distilled else 1
-
-
-def _tracing() -> bool:
-    """Under torch.jit tracing, torch.compile or torch.export (the latter two as far as this torch knows)."""
-    compiler = getattr(torch, "compiler", None)
-    checks = (getattr(compiler, name, None) for name in ("is_compiling", "is_exporting"))
-    return torch.jit.is_tracing() or any(check() for check in checks if check is not None)
 
 
 def linear_rates(rate: float, n: int) -> list[float]:
@@ -179,8 +171,6 @@ class PatchEmbed(nn.Module):
 class VisionTransformer(nn.Module):
     """The ViT encoder. (B, 3, H, W) -> [(B, D, ceil(H/p), ceil(W/p))] * len(out_indices)."""
 
-    _POS_CACHE_SIZE = 8
-
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -201,7 +191,7 @@ class VisionTransformer(nn.Module):
         self.out_channels: tuple[int, ...] = (d,) * n_out
         self.strides: tuple[int, ...] = (cfg.patch_size,) * n_out
         self._outputs = frozenset(cfg.block_indices)
-        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self._pos_cache = DerivedTensorCache()
         for p in (self.pos_embed, self.cls_token, *([self.dist_token] if cfg.distilled else [])):
             nn.init.trunc_normal_(p, std=0.02)
         self.blocks.apply(init_transformer_weights)
@@ -213,34 +203,15 @@ class VisionTransformer(nn.Module):
         return torch.cat(tokens, dim=1).expand(batch, -1, -1)
 
     def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
-        """(1, E + h*w, D) for an (h, w) patch grid. Resized embeddings are cached in eval mode
-        without autograd, keyed by grid, device, dtype and the parameter's identity and version
-        counter (which every in-place update, ``load_state_dict`` included, bumps). Under tracing,
-        compiling or export nothing is cached and the resize always runs (the identity at the
-        learned grid), so that the graph has no shape test."""
-        tracing = _tracing()
-        if not tracing and tuple(grid) == self.grid:  # traced: always resize (exact at the same size)
+        """(1, E + h*w, D) for an (h, w) patch grid. Resized embeddings are cached outside autograd
+        (``DerivedTensorCache``). Under tracing, compiling or export the resize always runs (the
+        identity at the learned grid), so that the graph has no shape test."""
+        if not is_tracing() and tuple(grid) == self.grid:  # traced: always resize (exact at the same size)
             return self.pos_embed
         pos = self.pos_embed
-        cacheable = not (self.training or torch.is_grad_enabled() or tracing)
-        key = (tuple(grid), pos.device, pos.dtype, id(pos), pos._version, pos.data_ptr(),
-               torch.is_inference_mode_enabled()) if cacheable else None
-        if key is not None and key in self._pos_cache:
-            return self._pos_cache[key]
-        out = resize_pos_embed(pos, self.grid, grid, self.num_extra_tokens, self.config.pos_interpolation)
-        if key is not None:
-            if len(self._pos_cache) >= self._POS_CACHE_SIZE:
-                self._pos_cache.pop(next(iter(self._pos_cache)))
-            self._pos_cache[key] = out
-        return out
-
-    def _apply(self, fn: Any, recurse: bool = True) -> VisionTransformer:
-        self._pos_cache.clear()  # .to() / .half() / .cuda(): cached tensors would be stale
-        return super()._apply(fn, recurse)
-
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        self._pos_cache.clear()
-        super()._load_from_state_dict(*args, **kwargs)
+        return self._pos_cache.get(
+            [pos], lambda: resize_pos_embed(pos, self.grid, grid, self.num_extra_tokens, self.config.pos_interpolation),
+            tuple(grid))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         b, _, h, w = x.shape
