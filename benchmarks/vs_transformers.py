@@ -67,7 +67,7 @@ def inference_rows(variant: str, size: int, batch: int, repeats: int, use_onnx: 
     with tempfile.TemporaryDirectory() as directory:
         if use_onnx:
             example = torch.randn(2, 3, size, size)
-            hf_onnx = onnx_session(_HFLogits(hf), example, directory)
+            hf_onnx = onnx_session(_HFLogits(hf).eval(), example, directory)
             runs["transformers onnxruntime"] = lambda: hf_onnx(x)
             ours_onnx = transeg.optimize_for_inference(ours, "onnx")  # dynamic batch, height and width
             runs["transeg onnxruntime"] = lambda: ours_onnx(x)

@@ -81,7 +81,12 @@ def test_loss_ignores_255_and_handles_all_ignored():
     labels[0, :16] = 255
     up = torch.nn.functional.interpolate(logits, size=(32, 32), mode="bilinear", align_corners=False)
     expected = torch.nn.functional.cross_entropy(up, labels, ignore_index=255)
-    assert torch.allclose(segmentation_loss(logits, labels), expected)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    for layout in (torch.contiguous_format, torch.channels_last):  # the decoders give either
+        loss = segmentation_loss(logits.contiguous(memory_format=layout), labels)
+        assert torch.allclose(loss, expected)
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert torch.allclose(grad, expected_grad, atol=1e-7)
     empty = segmentation_loss(logits, torch.full((2, 32, 32), 255))
     assert empty.item() == 0.0
     empty.backward()
