@@ -55,6 +55,8 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
         raise TransegError(f"expected an (H, W, 3) uint8 RGB image, got {desc}")
+    if not image.flags.writeable:  # e.g. a resized or decoded view: torch warns on read-only arrays
+        image = image.copy()
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)

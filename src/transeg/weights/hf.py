@@ -46,6 +46,9 @@ def model_config_to_hf_config(config: ModelConfig) -> dict[str, Any]:
     if config.encoder != "mit" or config.decoder != "mlp":
         raise TransegError(f"only SegFormer models convert to transformers, not {config.name!r}")
     enc: MiTConfig = config.encoder_config
+    if enc.pos_embed or not enc.mix_ffn or config.decoder_config.in_stages is not None:
+        raise TransegError(f"{config.name}: transformers' Segformer has no position embeddings, plain FFN or "
+                           "decoder stage selection; only the standard SegFormer converts")
     names = config.class_names or tuple(f"class_{i}" for i in range(config.num_classes))
     return {
         "architectures": ["SegformerForSemanticSegmentation"],
