@@ -13,7 +13,7 @@ from PIL import Image
 pytest.importorskip("imagecorruptions")
 
 import transeg
-from transeg.analysis import robustness
+from transeg.analysis import corruptions, robustness
 from transeg.analysis.robustness import CORRUPTIONS, corrupt_image, select_indices
 from transeg.cli import cli
 from transeg.data.synthetic import write_synthetic_dataset
@@ -71,7 +71,7 @@ def test_brightness_5_changes_the_image(image):
 
 
 def test_to_uint8_clips_rounds_and_resizes():
-    out = robustness.to_uint8(np.array([[[-3.0, 254.6, 300.0]]]).repeat(40, 0).repeat(40, 1), (32, 48, 3))
+    out = corruptions.to_uint8(np.array([[[-3.0, 254.6, 300.0]]]).repeat(40, 0).repeat(40, 1), (32, 48, 3))
     assert out.dtype == np.uint8 and out.shape == (32, 48, 3)
     assert out[0, 0].tolist() == [0, 255, 255]
 
@@ -147,4 +147,4 @@ def test_missing_library_says_how_to_install(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(TransegError, match=r"pip install 'transeg\[analysis\]'"):
-        robustness.load_corrupt()
+        corruptions.load_corrupt()
