@@ -129,14 +129,13 @@ class MixFFN(nn.Module):
     def __init__(self, dim: int, hidden: int, conv: bool = True) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        if conv:
-            self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden) if conv else None
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         x = self.fc1(x)
-        if hasattr(self, "dwconv"):
+        if self.dwconv is not None:
             x = tokens(self.dwconv(token_map(x, h, w)))
         return self.fc2(self.act(x))
 
