@@ -7,6 +7,8 @@ import dataclasses
 import json
 import math
 import re
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -84,6 +86,22 @@ class TrainResult:
     best_miou: float | None
     last_metrics: dict[str, Any] | None
     stopped_early: str | None = None
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """An Event set by Ctrl-C (SIGINT) for the duration: the loop stops between steps. A
+    KeyboardInterrupt raised at an arbitrary point can be swallowed (inside a finaliser or a C++
+    callback), and would then be lost. Off the main thread nothing is installed."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Log:
@@ -260,11 +278,14 @@ class Trainer:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
                    TimeRemainingColumn())
-        with Progress(*columns, disable=not (show_progress and self.info.is_main)) as progress:
+        with Progress(*columns, disable=not (show_progress and self.info.is_main)) as progress, \
+                _interrupt_flag() as interrupted:
             task = progress.add_task("train", total=cfg.schedule.iterations, completed=self.iteration,
                                      loss=float("nan"), lr=self.optimizer.param_groups[0]["lr"], ips=0.0)
             try:
                 while self.iteration < cfg.schedule.iterations:
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
                     loss, parts, applied = self._step(network, batches)
                     self.iteration += 1
                     window_iters += 1
