@@ -57,16 +57,17 @@ PRECISION_OPTION = click.option("--precision", type=click.Choice(["fp32", "bf16"
                                 show_default=True, help="bf16: eager under autocast (AVX512-BF16/AMX CPUs, GPUs).")
 
 
-def inference_model(segmentor, backend: str, precision: str, images: int):
-    """``optimize_for_inference`` for a job of ``images`` images, saying so when an ONNX export runs."""
-    from transeg.engine.optimize import onnx_cache_path, optimize_for_inference, resolve_backend
+def inference_model(segmentor, backend: str, precision: str, images: int, mode: str = "whole",
+                    scales: tuple[float, ...] = (), flip: bool = False):
+    """``optimize_for_inference`` for a job of ``images`` images (each run at every scale, and
+    flipped, in ms-flip mode), saying so when an ONNX export runs."""
+    from transeg.engine.optimize import optimize_for_inference
 
-    backend = resolve_backend(segmentor, backend, precision, images)
-    if backend == "onnx":
-        path = onnx_cache_path(segmentor)
-        if not path.is_file():
-            console.print(f"exporting {segmentor.config.name} to ONNX once (cached in {path.parent})")
-    return optimize_for_inference(segmentor, backend, precision)
+    def announce(path: Path) -> None:
+        console.print(f"exporting {segmentor.config.name} to ONNX once (cached in {path.parent})")
+
+    passes = images * (len(scales) * (2 if flip else 1) if mode == "ms-flip" else 1)
+    return optimize_for_inference(segmentor, backend, precision, passes, on_export=announce)
 
 
 @cli.command("list")
@@ -140,8 +141,7 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
     if model == segmentor.config.name:
         console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real predictions")
     paths = [str(p) for p in expand_images(images)]
-    passes = len(scale_values) * (1 if no_flip else 2) if mode == "ms-flip" else 1
-    runner = inference_model(segmentor, backend, precision, len(paths) * passes)
+    runner = inference_model(segmentor, backend, precision, len(paths), mode, scale_values, not no_flip)
     written = predict_files(
         runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scale_values, flip=not no_flip,
         size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
@@ -309,8 +309,8 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
     dataset = build_dataset(cfg.data.dataset, cfg.data.root, split, **cfg.data.options)
     if dataset.num_classes != segmentor.num_classes:
         raise TransegError(f"{model}: {segmentor.num_classes} classes, the dataset has {dataset.num_classes}")
-    passes = len(cfg.eval.scales) * (2 if cfg.eval.flip else 1) if cfg.eval.mode == "ms-flip" else 1
-    runner = inference_model(segmentor, backend, precision, len(dataset) * len(scales) * passes)
+    runner = inference_model(segmentor, backend, precision, len(dataset) * len(scales), cfg.eval.mode,
+                             cfg.eval.scales, cfg.eval.flip)
     out_dir = out_dir or (Path(model).parent if Path(model).exists() else Path("."))
     out_dir.mkdir(parents=True, exist_ok=True)
     header = {"model": model, "split": split, "mode": cfg.eval.mode, "precision": precision}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -95,7 +96,8 @@ class AutocastSegmentor(nn.Module):
 
 
 def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
-                           images: int | None = None) -> nn.Module:
+                           images: int | None = None,
+                           on_export: Callable[[Path], None] | None = None) -> nn.Module:
     """The model in its inference form, same outputs within 1e-4 of the training-form module (fp32).
 
     ``eager``: the PyTorch module in eval mode (SegFormer's decoder runs its composed projections,
@@ -103,7 +105,7 @@ def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precisio
     ``$TRANSEG_CACHE`` or ``~/.cache/transeg``, keyed by the weights) and run by ONNX Runtime on the
     CPU; ``auto`` (the default): the faster of the two for a job of ``images`` images, see
     ``resolve_backend``. ``precision="bf16"`` runs eager under bf16 autocast (fast on CPUs with
-    AVX512-BF16/AMX and on GPUs).
+    AVX512-BF16/AMX and on GPUs). ``on_export(path)`` is called before an export runs.
     """
     model = model.eval()
     backend = resolve_backend(model, backend, precision, images)
@@ -111,6 +113,8 @@ def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precisio
         return AutocastSegmentor(model) if precision == "bf16" else model
     path = onnx_cache_path(model)
     if not path.is_file():
+        if on_export is not None:
+            on_export(path)
         try:
             export_onnx(model, path)
         except TransegError:
