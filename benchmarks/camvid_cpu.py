@@ -27,7 +27,7 @@ from transeg.config import apply_overrides, load_config, parse_config
 from transeg.data.datasets import build_dataset
 from transeg.engine.evaluate import evaluate
 from transeg.engine.train import Trainer, build_training_model
-from transeg.models.segmentor import SegOutput
+from transeg.models.outputs import SegOutput
 
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 

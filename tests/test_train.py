@@ -199,7 +199,7 @@ def test_dist_info_defaults():
 
 def test_auxiliary_losses_use_the_model_weights_unless_overridden():
     from transeg.engine.loss import total_loss
-    from transeg.models.segmentor import SegOutput
+    from transeg.models.outputs import SegOutput
 
     logits, aux = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
     labels = torch.randint(0, 3, (1, 16, 16))

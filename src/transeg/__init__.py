@@ -3,7 +3,8 @@
 from transeg.engine.optimize import optimize_for_inference
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig, build_model
-from transeg.models.segmentor import Segmentor, SegOutput
+from transeg.models.outputs import SegOutput
+from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import create_model, list_models
 from transeg.weights.io import load_model, save_hf_pretrained, save_model
 

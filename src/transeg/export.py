@@ -51,7 +51,7 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
 
 def supports_dynamic_size(model: Segmentor) -> bool:
     """Whether ``model`` exports with dynamic height and width."""
-    return getattr(model.encoder, "onnx_dynamic_size", True)
+    return model.onnx_dynamic_size
 
 
 class OnnxSegmentor(nn.Module):

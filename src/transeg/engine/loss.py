@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from transeg.models.segmentor import SegOutput
+from transeg.models.outputs import SegOutput
 
 IGNORE_INDEX = 255
 

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transeg.models.decoders.base import Decoder
+from transeg.models.encoders.base import Encoder
+from transeg.models.outputs import SegOutput
+
 if TYPE_CHECKING:
     from transeg.models.config import ModelConfig
-
-
-@dataclass
-class SegOutput:
-    """What training needs from a forward pass: the logits, any auxiliary predictions (logits
-    supervised by the same labels) and the loss weight of each (overridable by the config)."""
-
-    logits: torch.Tensor
-    aux: dict[str, torch.Tensor] = field(default_factory=dict)
-    aux_weights: dict[str, float] = field(default_factory=dict)
 
 
 class Segmentor(nn.Module):
@@ -29,10 +22,11 @@ class Segmentor(nn.Module):
     ``unpad``).
 
     ``forward`` returns a plain tensor so that the model exports as is (ONNX, torch.export);
-    ``forward_train`` adds the auxiliary outputs of decoders that define ``forward_train``.
+    ``forward_train`` adds the decoder's auxiliary outputs. What the model supports is declared by
+    its parts (``onnx_dynamic_size``, ``pad_multiple``), never guessed.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, config: ModelConfig) -> None:
+    def __init__(self, encoder: Encoder, decoder: Decoder, config: ModelConfig) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -42,14 +36,16 @@ class Segmentor(nn.Module):
     def num_classes(self) -> int:
         return self.config.num_classes
 
+    @property
+    def onnx_dynamic_size(self) -> bool:
+        """Whether the model exports to ONNX with dynamic height and width (else a fixed size)."""
+        return self.encoder.onnx_dynamic_size
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unpad(self.decoder(self.encoder(x)), x.shape[-2:])
 
     def forward_train(self, x: torch.Tensor) -> SegOutput:
-        features = self.encoder(x)
-        if not hasattr(self.decoder, "forward_train"):
-            return SegOutput(logits=self.unpad(self.decoder(features), x.shape[-2:]))
-        out = self.decoder.forward_train(features)
+        out = self.decoder.forward_train(self.encoder(x))
         size = x.shape[-2:]
         aux = {k: self.unpad(v, size) for k, v in out.aux.items()}
         return SegOutput(self.unpad(out.logits, size), aux, out.aux_weights)
@@ -62,7 +58,7 @@ class Segmentor(nn.Module):
         (stride 1) and aligned with it whatever its size; the same at every size, so that export
         with dynamic shapes sees no shape test. Encoders that do not pad: returned unchanged.
         """
-        multiple = getattr(self.encoder, "pad_multiple", None)
+        multiple = self.encoder.pad_multiple
         if not multiple:
             return maps
         h, w = size[0], size[1]

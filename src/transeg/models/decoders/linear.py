@@ -8,13 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from transeg.models.decoders.base import Decoder
+
 
 @dataclass(frozen=True)
 class LinearDecoderConfig:
     """The linear decoder has no settings; its width is the encoder's and its output the classes."""
 
 
-class LinearDecoder(nn.Module):
+class LinearDecoder(Decoder):
     """[..., (B, D, h, w)] -> logits (B, K, h, w), from the last feature map."""
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: LinearDecoderConfig) -> None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.decoders.base import Decoder
 from transeg.models.encoders.vit import Block, linear_rates
 from transeg.models.layers import init_transformer_weights
 
@@ -39,7 +40,7 @@ class MaskTransformerConfig:
     norm_eps: float = 1e-5
 
 
-class MaskTransformer(nn.Module):
+class MaskTransformer(Decoder):
     """[..., (B, C, h, w)] -> masks (B, K, h, w), from the last feature map."""
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: MaskTransformerConfig) -> None:

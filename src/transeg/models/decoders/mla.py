@@ -54,8 +54,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.decoders.base import Decoder
 from transeg.models.decoders.uper import ConvModule
-from transeg.models.segmentor import SegOutput
+from transeg.models.outputs import SegOutput
 
 CLASSIFIER_KERNELS = (1, 3)
 
@@ -109,7 +110,7 @@ def _resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-class MLADecoder(nn.Module):
+class MLADecoder(Decoder):
     """[(B, C_i, H_i, W_i)] -> logits (B, K, s*H_0, s*W_0), s = ``up_scale``."""
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: MLAConfig) -> None:

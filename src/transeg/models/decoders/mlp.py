@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.decoders.base import Decoder
 from transeg.models.layers import DerivedTensorCache
 
 
@@ -53,7 +54,7 @@ class MLPDecoderConfig:
                                f"got {stages}")
 
 
-class MLPDecoder(nn.Module):
+class MLPDecoder(Decoder):
     """[(B, C_i, H_i, W_i)] -> logits (B, K, H_0, W_0)."""
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: MLPDecoderConfig) -> None:

@@ -58,10 +58,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.decoders.base import Decoder
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from transeg.models.decoders.uper import FCNAuxHead, UperNetFusion
 from transeg.models.layers import init_transformer_weights
-from transeg.models.segmentor import SegOutput
+from transeg.models.outputs import SegOutput
 
 MODES = ("paper", "released")
 TOKEN_UPDATES = ("learnable", "momentum")
@@ -268,7 +269,7 @@ class ExternalContext(nn.Module):
         self.info_tokens.copy_(m * self.info_tokens + (1 - m) * centres.to(self.info_tokens.dtype))
 
 
-class SegDeformer(nn.Module):
+class SegDeformer(Decoder):
     """Paper-mode SegDeformer. [(B, C_i, H_i, W_i)] -> logits (B, K, H_0, W_0)."""
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: SegDeformerConfig) -> None:

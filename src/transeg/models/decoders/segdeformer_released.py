@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transeg.models.decoders.base import Decoder
 from transeg.models.decoders.segdeformer import SegDeformerConfig, tokens_to_map
-from transeg.models.segmentor import SegOutput
+from transeg.models.outputs import SegOutput
 
 
 class ConvBNReLU(nn.Module):
@@ -72,7 +73,7 @@ class SelfAttentionBlock(nn.Module):
         return self.out(tokens_to_map(context.squeeze(1), (query.shape[2], query.shape[3])))
 
 
-class SegDeformerReleased(nn.Module):
+class SegDeformerReleased(Decoder):
     """Released-mode SegDeformer. [(B, C_i, H_i, W_i)] -> logits (B, K, H_0, W_0)."""
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: SegDeformerConfig) -> None:

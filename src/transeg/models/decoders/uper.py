@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
-from transeg.models.segmentor import SegOutput
+from transeg.models.decoders.base import Decoder
+from transeg.models.outputs import SegOutput
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _init_classifier(conv: nn.Conv2d) -> None:
     nn.init.zeros_(conv.bias)
 
 
-class UperNetDecoder(nn.Module):
+class UperNetDecoder(Decoder):
     """[(B, C_i, H_i, W_i)] -> logits (B, K, H_0, W_0) (1/4 of the input for Swin and MiT)."""
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: UperNetConfig) -> None:

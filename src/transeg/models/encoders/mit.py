@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.encoders.base import Encoder
 from transeg.models.encoders.vit import resize_pos_embed
 from transeg.models.layers import (
     DerivedTensorCache,
@@ -197,7 +198,7 @@ class MiTStage(nn.Module):
         return token_map(self.norm(x), h, w)
 
 
-class MixTransformer(nn.Module):
+class MixTransformer(Encoder):
     """The MiT encoder. (B, 3, H, W) -> four NCHW maps at strides 4, 8, 16, 32."""
 
     def __init__(self, cfg: MiTConfig) -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.encoders.base import Encoder
 from transeg.models.layers import DropPath
 
 
@@ -108,7 +109,7 @@ class DeepStem(nn.Module):
         return self.relu(self.bn3(self.conv3(x)))
 
 
-class ResNet(nn.Module):
+class ResNet(Encoder):
     """The ResNet/ResNeXt encoder. (B, 3, H, W) -> NCHW maps of ``out_stages`` (strides 4, 8, 16, 32)."""
 
     def __init__(self, cfg: ResNetConfig) -> None:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.encoders.base import Encoder
 from transeg.models.encoders.vit import FeedForward, linear_rates
 from transeg.models.layers import DropPath, init_linear_and_norm
 
@@ -242,7 +243,7 @@ class PatchEmbed(nn.Module):
         return self.norm(x.permute(0, 2, 3, 1))
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(Encoder):
     """The Swin encoder. (B, 3, H, W) -> NCHW maps of the ``out_indices`` stages, at strides
     ``patch_size * 2**i`` (4, 8, 16, 32)."""
 

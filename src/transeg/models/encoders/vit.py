@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.encoders.base import Encoder
 from transeg.models.layers import DerivedTensorCache, DropPath, init_transformer_weights, is_tracing
 
 POS_INTERPOLATIONS = ("bilinear", "bicubic")
@@ -168,7 +169,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(Encoder):
     """The ViT encoder. (B, 3, H, W) -> [(B, D, ceil(H/p), ceil(W/p))] * len(out_indices)."""
 
     def __init__(self, cfg: ViTConfig) -> None:
@@ -176,7 +177,7 @@ class VisionTransformer(nn.Module):
         self.config = cfg
         d = cfg.embed_dim
         self.patch_size = cfg.patch_size
-        self.pad_multiple = cfg.patch_size  # read by Segmentor.unpad
+        self.pad_multiple = cfg.patch_size  # declared for Segmentor.unpad
         self.grid = cfg.grid
         self.num_extra_tokens = cfg.num_extra_tokens
         self.patch_embed = PatchEmbed(cfg.in_channels, d, cfg.patch_size)

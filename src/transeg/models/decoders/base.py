@@ -1,0 +1,25 @@
+"""What every decoder provides: logits for inference, and the training pass with its auxiliary outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from transeg.models.outputs import SegOutput
+
+
+class Decoder(nn.Module):
+    """A list of NCHW feature maps -> logits (B, K, h, w).
+
+    ``forward`` returns a plain tensor (exportable); ``forward_train`` returns a ``SegOutput`` whose
+    ``aux`` holds any auxiliary logits and their loss weights. Decoders without auxiliary outputs
+    inherit this one, which returns the logits alone.
+    """
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_train(self, features: Sequence[torch.Tensor]) -> SegOutput:
+        return SegOutput(self(features))
