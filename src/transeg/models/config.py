@@ -1,43 +1,12 @@
-"""ModelConfig: everything needed to rebuild a model, stored as JSON beside its weights."""
+"""ModelConfig: everything needed to rebuild a model, stored as JSON beside its weights. A leaf module:
+parsing a config back, which needs the table of encoder and decoder configs, is ``factory``'s job."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from torch import nn
-
-from transeg.errors import TransegError
-from transeg.models.decoders.linear import LinearDecoder, LinearDecoderConfig
-from transeg.models.decoders.mask_transformer import MaskTransformer, MaskTransformerConfig
-from transeg.models.decoders.mla import MLAConfig, MLADecoder
-from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
-from transeg.models.decoders.segdeformer import SegDeformerConfig, build_segdeformer
-from transeg.models.decoders.uper import UperNetConfig, UperNetDecoder
-from transeg.models.encoders.mit import MiTConfig, MixTransformer
-from transeg.models.encoders.resnet import ResNet, ResNetConfig
-from transeg.models.encoders.swin import SwinConfig, SwinTransformer
-from transeg.models.encoders.vit import VisionTransformer, ViTConfig
-from transeg.models.segmentor import Segmentor
-
-# The one place where a name in a file is turned into a module: name -> (config class, builder).
-ENCODERS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
-    "mit": (MiTConfig, MixTransformer),
-    "vit": (ViTConfig, VisionTransformer),
-    "swin": (SwinConfig, SwinTransformer),
-    "resnet": (ResNetConfig, ResNet),  # ResNet / ResNeXt, the CNN encoders of SegFormer Table 1d
-}
-DECODERS: dict[str, tuple[type, Callable[..., nn.Module]]] = {
-    "mlp": (MLPDecoderConfig, MLPDecoder),
-    "linear": (LinearDecoderConfig, LinearDecoder),
-    "mask_transformer": (MaskTransformerConfig, MaskTransformer),
-    "uper": (UperNetConfig, UperNetDecoder),
-    "mla": (MLAConfig, MLADecoder),  # SETR's multi-level aggregation (SegFormer Table 3)
-    "segdeformer": (SegDeformerConfig, build_segdeformer),  # paper or released module, by cfg.mode
-}
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -63,54 +32,3 @@ class ModelConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
-        """Rebuild from ``to_dict`` output; an unknown key or name is a TransegError naming it."""
-        data = dict(data)
-        _check_keys(cls, data, source)
-        encoder, decoder = data["encoder"], data["decoder"]
-        if encoder not in ENCODERS:
-            raise TransegError(f"{source}: unknown encoder {encoder!r} (known: {sorted(ENCODERS)})")
-        if decoder not in DECODERS:
-            raise TransegError(f"{source}: unknown decoder {decoder!r} (known: {sorted(DECODERS)})")
-        data["encoder_config"] = _dataclass_from_dict(ENCODERS[encoder][0], data["encoder_config"], source)
-        data["decoder_config"] = _dataclass_from_dict(DECODERS[decoder][0], data["decoder_config"], source)
-        for key in ("mean", "std", "class_names"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        if data.get("palette") is not None:
-            data["palette"] = tuple(tuple(int(c) for c in colour) for colour in data["palette"])
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "config") -> ModelConfig:
-        try:
-            return cls.from_dict(json.loads(text), source)
-        except json.JSONDecodeError as exc:
-            raise TransegError(f"{source}: the model config is not valid JSON ({exc})") from None
-
-
-def _check_keys(cls: type, data: dict[str, Any], source: str) -> None:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise TransegError(f"{source}: unknown key(s) {unknown} for {cls.__name__}")
-    required = [
-        name for name, f in fields.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in data
-    ]
-    if required:
-        raise TransegError(f"{source}: missing key(s) {required} for {cls.__name__}")
-
-
-def _dataclass_from_dict(cls: type, data: dict[str, Any], source: str) -> Any:
-    _check_keys(cls, data, source)
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-def build_model(config: ModelConfig) -> Segmentor:
-    """Instantiate the modules described by ``config`` (randomly initialised)."""
-    encoder = ENCODERS[config.encoder][1](config.encoder_config)
-    decoder = DECODERS[config.decoder][1](encoder.out_channels, config.num_classes, config.decoder_config)
-    return Segmentor(encoder, decoder, config).eval()

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from transeg.models.config import ModelConfig
 from transeg.models.decoders.base import Decoder
 from transeg.models.encoders.base import Encoder
+from transeg.models.layers.resize import resize
 from transeg.models.outputs import SegOutput
-
-if TYPE_CHECKING:
-    from transeg.models.config import ModelConfig
 
 
 class Segmentor(nn.Module):
@@ -63,7 +59,7 @@ class Segmentor(nn.Module):
             return maps
         h, w = size[0], size[1]
         padded = (h + (multiple - h % multiple) % multiple, w + (multiple - w % multiple) % multiple)
-        maps = F.interpolate(maps, size=padded, mode="bilinear", align_corners=False)
+        maps = resize(maps, padded)
         # index_select rather than a slice: a view's contiguity test would pin the padding under export
         rows, cols = torch.arange(h, device=maps.device), torch.arange(w, device=maps.device)
         return maps.index_select(-2, rows).index_select(-1, cols)

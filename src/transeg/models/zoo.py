@@ -1,22 +1,24 @@
-"""Named model variants, as plain data. ``create_model(name)`` builds one."""
+"""Named model variants, as plain data, and the lookups over them (``model_config``, ``find_variant``).
+``transeg.create_model(name)`` builds one."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from transeg.errors import TransegError
-from transeg.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, build_model
+from transeg.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from transeg.models.decoders.linear import LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformerConfig
 from transeg.models.decoders.mla import MLAConfig
 from transeg.models.decoders.mlp import MLPDecoderConfig
-from transeg.models.decoders.segdeformer import SegDeformerConfig
+from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.decoders.uper import UperNetConfig
 from transeg.models.encoders.mit import MiTConfig
 from transeg.models.encoders.resnet import ResNetConfig
 from transeg.models.encoders.swin import SwinConfig
 from transeg.models.encoders.vit import ViTConfig
-from transeg.models.segmentor import Segmentor
 
 _MIT_WIDE = (64, 128, 320, 512)
 MIT_VARIANTS: dict[str, MiTConfig] = {
@@ -190,6 +192,23 @@ def list_models() -> list[str]:
     return sorted(ZOO)
 
 
+def _same(a: Any) -> Any:
+    return a
+
+
+def find_variant(config: ModelConfig, encoder_key: Callable[[Any], Any] = _same,
+                 decoder_key: Callable[[Any], Any] = _same) -> str:
+    """The name of the first zoo variant with ``config``'s encoder and decoder kinds whose encoder and
+    decoder configs match, compared through ``encoder_key`` / ``decoder_key`` (e.g. to ignore a
+    LayerNorm eps a checkpoint format cannot carry); ``"custom"`` when none does."""
+    for name, variant in ZOO.items():
+        if (variant.encoder == config.encoder and variant.decoder == config.decoder
+                and encoder_key(variant.encoder_config) == encoder_key(config.encoder_config)
+                and decoder_key(variant.decoder_config) == decoder_key(config.decoder_config)):
+            return name
+    return "custom"
+
+
 WIDTH_FIELDS = ("embed_dim", "channels")  # the decoder width C, by decoder config
 
 
@@ -219,15 +238,3 @@ def model_config(name: str, num_classes: int | None = None,
             raise TransegError(f"num_classes must be at least 1, got {num_classes}")
         config = dataclasses.replace(config, num_classes=num_classes, class_names=class_names)
     return config
-
-
-def create_model(name: str, num_classes: int | None = None, encoder_weights: str | None = None,
-                 class_names: tuple[str, ...] | None = None) -> Segmentor:
-    """A new model of a named variant; ``encoder_weights`` initialises the encoder from a
-    pretrained backbone file (e.g. an ImageNet ``mit_b2.pth``)."""
-    model = build_model(model_config(name, num_classes, class_names))
-    if encoder_weights is not None:
-        from transeg.weights.io import load_encoder_weights
-
-        load_encoder_weights(model, encoder_weights)
-    return model

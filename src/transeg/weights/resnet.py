@@ -27,13 +27,13 @@ import os
 import re
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from transeg.errors import TransegError
-from transeg.weights.convert import Rules, preview_keys, rename
-
-StateDict = dict[str, torch.Tensor]
+from transeg.models.encoders.base import Encoder
+from transeg.weights.files import StateDict, read_json, read_weights
+from transeg.weights.formats import CheckpointFormat, Formats, backbone_only
+from transeg.weights.keys import Rules, preview_keys, rename
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _TRANSEG: Rules = [
@@ -112,8 +112,6 @@ def resnet_encoder_state(state: StateDict, source: str) -> StateDict:
 
 
 def _check_hf_config(directory: Path) -> None:
-    from transeg.weights.io import read_json
-
     config_path = directory / "config.json"
     config = read_json(config_path)
     if config.get("model_type") != "resnet":
@@ -144,12 +142,17 @@ def fit_to_encoder(state: StateDict, encoder: nn.Module, source: str) -> StateDi
     return out
 
 
-def read_resnet_encoder_state(path: str | os.PathLike[str], encoder: nn.Module) -> StateDict:
+def read_resnet_encoder_state(path: str | os.PathLike[str], encoder: Encoder) -> StateDict:
     """Weights for the ResNet ``encoder`` from any supported file or transformers directory."""
-    from transeg.weights.io import read_weights
-
     path = Path(path)
     if path.is_dir():
         _check_hf_config(path)
     state = resnet_encoder_state(read_weights(path), str(path))
     return fit_to_encoder(state, encoder, str(path))
+
+
+FORMATS = Formats(
+    checkpoints=(CheckpointFormat("ResNet backbone", is_resnet_state,
+                                  backbone_only("a ResNet checkpoint (only its backbone is read)")),),
+    encoders={"resnet": read_resnet_encoder_state},
+)

@@ -7,7 +7,7 @@ and a ``SegDeformerHead3`` ``decode_head.*``. Their configs build MMSegmentation
 and ``ffn.layers.{0,1,4}``, ``layers.{s}.2`` stage norm); the official SegFormer names
 (``block{s}.{j}.attn.q`` …) are read too.
 
-Head keys, official -> transeg (the released-mode decoder, ``models/decoders/segdeformer_released.py``):
+Head keys, official -> transeg (the released-mode decoder, ``models/decoders/segdeformer/released.py``):
 
 * ``decode_head.convs.{i}.{conv,bn}.*`` -> ``decoder.proj.{i}.{conv,bn}.*``
 * ``decode_head.fusion_conv.{conv,bn}.*`` -> ``decoder.fuse.{conv,bn}.*``
@@ -25,16 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import torch
 
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
-from transeg.models.decoders.segdeformer import SegDeformerConfig
-from transeg.weights import convert
-from transeg.weights.convert import Rules, rename
+from transeg.models.decoders.segdeformer.config import SegDeformerConfig
+from transeg.models.segmentor import Segmentor
+from transeg.models.zoo import find_variant
+from transeg.weights import segformer
+from transeg.weights.files import StateDict
+from transeg.weights.formats import CheckpointFormat, Formats
+from transeg.weights.keys import Rules, build_with_state, preview_keys, rename
 
-StateDict = dict[str, torch.Tensor]
 MMSEG_MIT_EPS = 1e-6
 
 _HEAD: list[tuple[str, str]] = [  # (official regex, transeg replacement), both without the prefixes
@@ -132,10 +136,10 @@ def official_to_transeg(state: StateDict) -> StateDict:
     head = {k.removeprefix("decode_head."): v for k, v in state.items() if k.startswith("decode_head.")}
     other = sorted(set(state) - {f"backbone.{k}" for k in backbone} - {f"decode_head.{k}" for k in head})
     if other:
-        raise TransegError(f"official SegDeformer checkpoint: unexpected key(s) {convert.preview_keys(other)}")
+        raise TransegError(f"official SegDeformer checkpoint: unexpected key(s) {preview_keys(other)}")
     if is_mmseg_mit(backbone):
         backbone = mmseg_mit_to_official(backbone)
-    out = convert.official_to_transeg(backbone)
+    out = segformer.official_to_transeg(backbone)
     head_rules: Rules = [(rf"decode_head\.{p}", f"decoder.{r}") for p, r in _HEAD]
     out.update(rename({f"decode_head.{k}": v for k, v in head.items()}, head_rules, "official SegDeformer checkpoint"))
     return out
@@ -170,17 +174,21 @@ def _one_based_stages(state: StateDict) -> StateDict:
 # --------------------------------------------------------------------------- config
 def segdeformer_model_config(official: StateDict, state: StateDict, source: str) -> ModelConfig:
     """The model config of an official checkpoint (``official``: its keys; ``state``: converted)."""
-    from transeg.models.zoo import ZOO
-
     if "decoder.fuse.conv.weight" not in state or "decoder.classifier.weight" not in state:
         raise TransegError(f"{source}: not a MiT + SegDeformerHead3 checkpoint (head weights missing)")
-    from transeg.weights.io import infer_mit_config  # io dispatches to this module
-
-    plain = infer_mit_config(state, source)
+    plain = segformer.infer_mit_config(state, source)
     encoder = dataclasses.replace(plain, norm_eps=MMSEG_MIT_EPS, embed_norm_eps=MMSEG_MIT_EPS) \
         if is_mmseg_mit(official) else plain
     decoder = SegDeformerConfig(mode="released", channels=state["decoder.fuse.conv.weight"].shape[0])
-    name = next((k for k, c in ZOO.items() if c.decoder == "segdeformer" and c.encoder == "mit"
-                 and c.encoder_config == plain and c.decoder_config == decoder), "custom")
-    return ModelConfig(encoder="mit", encoder_config=encoder, decoder="segdeformer", decoder_config=decoder,
-                       num_classes=state["decoder.classifier.weight"].shape[0], name=name)
+    config = ModelConfig(encoder="mit", encoder_config=plain, decoder="segdeformer", decoder_config=decoder,
+                         num_classes=state["decoder.classifier.weight"].shape[0])
+    return dataclasses.replace(config, name=find_variant(config), encoder_config=encoder)
+
+
+def load_official(path: Path, state: StateDict) -> Segmentor:
+    """An official SegDeformer checkpoint (MiT + ``SegDeformerHead3``)."""
+    converted = official_to_transeg(state)
+    return build_with_state(segdeformer_model_config(state, converted, str(path)), converted, str(path))
+
+
+FORMATS = Formats(checkpoints=(CheckpointFormat("official SegDeformer", is_segdeformer_state, load_official),))

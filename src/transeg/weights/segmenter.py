@@ -21,22 +21,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from transeg.models.decoders.linear import LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformerConfig
+from transeg.models.encoders.base import Encoder
 from transeg.models.encoders.vit import ViTConfig
 from transeg.models.segmentor import Segmentor
-from transeg.models.zoo import VIT_MEAN, VIT_STD, ZOO
+from transeg.models.zoo import VIT_MEAN, VIT_STD, find_variant
 from transeg.weights import vit as convert_vit
-from transeg.weights.convert import preview_keys, strip_to_encoder
-from transeg.weights.io import build_with_state, read_json, read_safetensors, read_torch_file, read_weights
+from transeg.weights.files import StateDict, read_json, read_safetensors, read_torch_file, read_weights
+from transeg.weights.formats import CheckpointFormat, Formats, backbone_only
+from transeg.weights.keys import build_with_state, preview_keys, strip_to_encoder
 
-StateDict = dict[str, torch.Tensor]
 NORMALIZATION = {"vit": (VIT_MEAN, VIT_STD), "deit": (IMAGENET_MEAN, IMAGENET_STD)}
 OFFICIAL_NORM_EPS = 1e-5  # nn.LayerNorm's default, used throughout the official code
 MMSEG_NORM_EPS = 1e-6  # backbone_norm_cfg = dict(type='LN', eps=1e-6)
@@ -79,7 +78,7 @@ def _read_hf_vit_dir(directory: Path) -> tuple[StateDict, dict[str, Any]]:
     return convert_vit.hf_vit_to_transeg(read_weights(directory)), config
 
 
-def read_vit_encoder_state(path: str | os.PathLike[str], encoder: nn.Module) -> StateDict:
+def read_vit_encoder_state(path: str | os.PathLike[str], encoder: Encoder) -> StateDict:
     """Weights for the ViT ``encoder`` from any supported file (see the module docstring), with
     ``pos_embed`` resized to the encoder's grid. A transformers config whose head count differs
     from the encoder's is an error (head counts are invisible in the weights)."""
@@ -181,26 +180,22 @@ def infer_decoder_config(state: StateDict, source: str, encoder_dim: int,
     return "mask_transformer", config, num_classes
 
 
-def _zoo_name(encoder: ViTConfig, decoder: str, decoder_config: Any) -> str:
-    """The zoo name with this architecture (eps, image size and regularisation aside), or 'custom'."""
-    def shape(e: ViTConfig) -> tuple:
-        return e.patch_size, e.embed_dim, e.depth, e.heads, e.mlp_ratio, e.distilled
+def _vit_shape(e: ViTConfig) -> tuple:
+    """What identifies a ViT variant (eps, image size and regularisation aside)."""
+    return e.patch_size, e.embed_dim, e.depth, e.heads, e.mlp_ratio, e.distilled
 
-    def dec(c: Any) -> tuple:
-        return (c.n_layers, c.d_model, c.heads, c.mlp_ratio) if isinstance(c, MaskTransformerConfig) else ()
 
-    return next((n for n, c in ZOO.items() if c.encoder == "vit" and shape(c.encoder_config) == shape(encoder)
-                 and c.decoder == decoder and dec(c.decoder_config) == dec(decoder_config)), "custom")
+def _decoder_shape(c: Any) -> tuple:
+    """What identifies a Segmenter decoder variant (regularisation aside)."""
+    return (c.n_layers, c.d_model, c.heads, c.mlp_ratio) if isinstance(c, MaskTransformerConfig) else ()
 
 
 def _segmenter_config(state: StateDict, source: str, encoder: ViTConfig, decoder_defaults: MaskTransformerConfig,
                       mean_std: tuple[tuple[float, ...], tuple[float, ...]]) -> ModelConfig:
     decoder, decoder_config, num_classes = infer_decoder_config(state, source, encoder.embed_dim, decoder_defaults)
-    return ModelConfig(
-        encoder="vit", encoder_config=encoder, decoder=decoder, decoder_config=decoder_config,
-        num_classes=num_classes, name=_zoo_name(encoder, decoder, decoder_config),
-        mean=mean_std[0], std=mean_std[1],
-    )
+    config = ModelConfig(encoder="vit", encoder_config=encoder, decoder=decoder, decoder_config=decoder_config,
+                         num_classes=num_classes, mean=mean_std[0], std=mean_std[1])
+    return dataclasses.replace(config, name=find_variant(config, _vit_shape, _decoder_shape))
 
 
 def load_official_segmenter(path: Path, state: StateDict) -> Segmentor:
@@ -239,3 +234,12 @@ def load_segmenter(path: Path, state: StateDict) -> Segmentor:
     if "encoder.pos_embed" in state:
         return load_official_segmenter(path, state)
     return load_mmseg_segmenter(path, state)
+
+
+FORMATS = Formats(
+    checkpoints=(
+        CheckpointFormat("Segmenter (official, MMSegmentation, transeg keys)", is_segmenter_state, load_segmenter),
+        CheckpointFormat("ViT backbone", is_vit_backbone, backbone_only("a ViT backbone has no decoder")),
+    ),
+    encoders={"vit": read_vit_encoder_state},
+)

@@ -38,13 +38,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from transeg.errors import TransegError
+from transeg.models.encoders.base import Encoder
 from transeg.models.encoders.swin import relative_position_index
-from transeg.weights.convert import Rules, preview_keys, rename
-
-StateDict = dict[str, torch.Tensor]
+from transeg.weights.files import StateDict, read_weights
+from transeg.weights.formats import CheckpointFormat, Formats, backbone_only
+from transeg.weights.keys import Rules, preview_keys, rename
 
 _BLOCK = r"(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
 _TRANSEG: Rules = [
@@ -211,11 +211,9 @@ def swin_encoder_state(state: StateDict, source: str) -> StateDict:
     return timm_swin_to_transeg(state, source)
 
 
-def read_swin_encoder_state(path: str | os.PathLike[str], encoder: nn.Module) -> StateDict:
+def read_swin_encoder_state(path: str | os.PathLike[str], encoder: Encoder) -> StateDict:
     """Weights for the Swin ``encoder`` from any supported file or transformers directory, with
     bias tables resized to its window and missing output norms taken from ``encoder``."""
-    from transeg.weights.io import read_weights
-
     path = Path(path)
     state = read_weights(path)
     state = fit_window(swin_encoder_state(state, str(path)), encoder.config.window_size)
@@ -224,3 +222,10 @@ def read_swin_encoder_state(path: str | os.PathLike[str], encoder: nn.Module) ->
         if re.fullmatch(r"norm\d+\.(weight|bias)", key) and key not in state:
             state[key] = current[key].clone()
     return state
+
+
+FORMATS = Formats(
+    checkpoints=(CheckpointFormat("Swin backbone", is_swin_state,
+                                  backbone_only("a Swin checkpoint (only its backbone is read)")),),
+    encoders={"swin": read_swin_encoder_state},
+)

@@ -23,10 +23,9 @@ import re
 import torch
 
 from transeg.errors import TransegError
-from transeg.models.encoders.vit import resize_pos_embed
-from transeg.weights.convert import Rules, preview_keys, rename
-
-StateDict = dict[str, torch.Tensor]
+from transeg.models.layers.pos_embed import resize_pos_embed
+from transeg.weights.files import StateDict
+from transeg.weights.keys import Rules, preview_keys, rename
 
 _BLOCK = r"(norm1|attn\.qkv|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)\.(weight|bias)"
 _TRANSEG_ENCODER: Rules = [

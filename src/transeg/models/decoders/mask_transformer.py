@@ -22,8 +22,9 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.decoders.base import Decoder
-from transeg.models.encoders.vit import Block, linear_rates
-from transeg.models.layers import init_transformer_weights
+from transeg.models.layers.drop import linear_rates
+from transeg.models.layers.init import init_transformer_weights
+from transeg.models.layers.transformer import TransformerBlock
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class MaskTransformer(Decoder):
         self.proj_dec = nn.Linear(in_channels[-1], d)
         rates = linear_rates(cfg.drop_path_rate, cfg.n_layers)
         self.blocks = nn.ModuleList(
-            Block(d, heads, cfg.mlp_ratio, r, cfg.norm_eps, dropout=cfg.dropout) for r in rates
+            TransformerBlock(d, heads, cfg.mlp_ratio, r, cfg.norm_eps, dropout=cfg.dropout) for r in rates
         )
         self.decoder_norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         self.cls_emb = nn.Parameter(torch.zeros(1, num_classes, d))

@@ -55,7 +55,8 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.decoders.base import Decoder
-from transeg.models.decoders.uper import ConvModule
+from transeg.models.layers.conv import ConvNormAct
+from transeg.models.layers.resize import resize
 from transeg.models.outputs import SegOutput
 
 CLASSIFIER_KERNELS = (1, 3)
@@ -92,7 +93,7 @@ class MLAConfig:
 def _neck_conv(in_channels: int, out_channels: int, kernel_size: int, norm: bool) -> nn.Module:
     """ConvModule (no bias, BatchNorm, ReLU), or a plain conv with bias (key ``conv`` either way)."""
     if norm:
-        return ConvModule(in_channels, out_channels, kernel_size)
+        return ConvNormAct(in_channels, out_channels, kernel_size)
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # mmcv's ConvModule
     nn.init.zeros_(conv.bias)
@@ -105,9 +106,6 @@ def _classifier(in_channels: int, num_classes: int, kernel_size: int = 1) -> nn.
     nn.init.zeros_(conv.bias)
     return conv
 
-
-def _resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class MLADecoder(Decoder):
@@ -122,7 +120,7 @@ class MLADecoder(Decoder):
         self.input_norms = nn.ModuleList(nn.LayerNorm(ci, eps=1e-6) for ci in in_channels) if cfg.input_norm else None
         self.lateral_convs = nn.ModuleList(_neck_conv(ci, c, 1, cfg.neck_norm) for ci in in_channels)
         self.aug_convs = nn.ModuleList(_neck_conv(c, c, 3, cfg.neck_norm) for _ in in_channels)
-        self.head_convs = nn.ModuleList(nn.Sequential(ConvModule(c, h, 3), ConvModule(h, h, 3)) for _ in in_channels)
+        self.head_convs = nn.ModuleList(nn.Sequential(ConvNormAct(c, h, 3), ConvNormAct(h, h, 3)) for _ in in_channels)
         self.dropout = nn.Dropout2d(cfg.dropout)
         self.classifier = _classifier(n * h, num_classes, cfg.classifier_kernel)
         if cfg.aux_heads:
@@ -138,7 +136,7 @@ class MLADecoder(Decoder):
                 x = self.input_norms[i](x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             x = conv(x)
             if i > 0:  # decided by position, not by shape, so that export sees no shape test
-                x = _resize(x, size)  # the identity for ViT's equal-size maps
+                x = resize(x, size)  # the identity for ViT's equal-size maps
             projected.append(x)
         sums = [projected[-1]]
         for x in reversed(projected[:-1]):  # top-down: deepest first

@@ -36,7 +36,8 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.decoders.base import Decoder
-from transeg.models.layers import DerivedTensorCache
+from transeg.models.layers.cache import DerivedTensorCache
+from transeg.models.layers.resize import resize
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class MLPDecoder(Decoder):
         for stage, (weight, bias) in reversed(list(zip(self.stages, self._folded_weights(), strict=True))):
             y = F.linear(features[stage].permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
             if stage > 0:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+                y = resize(y, size)
             out = y if out is None else out.add_(y)
         hidden = out.relu_().permute(0, 2, 3, 1)
         return F.linear(hidden, self.classifier.weight[:, :, 0, 0], self.classifier.bias).permute(0, 3, 1, 2)
@@ -133,7 +134,7 @@ class MLPDecoder(Decoder):
         stage, proj = self.stages[0], self.proj[0]
         x = F.conv2d(features[stage], proj.weight[:, :, None, None], proj.bias)
         if stage > 0:
-            x = F.interpolate(x, size=features[0].shape[2:], mode="bilinear", align_corners=False)
+            x = resize(x, features[0].shape[2:])
         return x
 
     def _fuse_literal(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -143,7 +144,7 @@ class MLPDecoder(Decoder):
         for stage, proj in zip(self.stages, self.proj, strict=True):
             x = F.conv2d(features[stage], proj.weight[:, :, None, None], proj.bias)  # a Linear over channels
             if stage > 0:  # decided by position, not by shape, so that export sees no shape test
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                x = resize(x, size)
             projected.append(x)
         return self.fuse(torch.cat(projected[::-1], dim=1))
 
@@ -158,6 +159,6 @@ class MLPDecoder(Decoder):
             proj, stage = self.proj[i], self.stages[i]
             y = F.conv2d(features[stage], (block @ proj.weight)[:, :, None, None], block @ proj.bias)
             if stage > 0:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+                y = resize(y, size)
             out = y if out is None else out + y
         return out

@@ -30,6 +30,8 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.decoders.base import Decoder
+from transeg.models.layers.conv import ConvNormAct
+from transeg.models.layers.resize import resize
 from transeg.models.outputs import SegOutput
 
 
@@ -54,20 +56,6 @@ class UperNetConfig:
             raise TransegError(f"UperNetConfig: pool_scales {self.pool_scales} must be positive sizes")
 
 
-class ConvModule(nn.Sequential):
-    """k x k conv (no bias, 'same' padding) + BatchNorm + ReLU. (B, C_in, H, W) -> (B, C, H, W)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        self.act = nn.ReLU(inplace=True)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")  # mmcv's ConvModule
-
-
-def _resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
 
 class PyramidPooling(nn.Module):
     """PPM + bottleneck: (B, C_in, h, w) -> (B, C, h, w)."""
@@ -75,12 +63,12 @@ class PyramidPooling(nn.Module):
     def __init__(self, in_channels: int, channels: int, pool_scales: Sequence[int]) -> None:
         super().__init__()
         self.pool_scales = tuple(pool_scales)
-        self.convs = nn.ModuleList(ConvModule(in_channels, channels) for _ in self.pool_scales)
-        self.bottleneck = ConvModule(in_channels + len(self.pool_scales) * channels, channels, 3)
+        self.convs = nn.ModuleList(ConvNormAct(in_channels, channels) for _ in self.pool_scales)
+        self.bottleneck = ConvNormAct(in_channels + len(self.pool_scales) * channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
-        pooled = [_resize(conv(F.adaptive_avg_pool2d(x, scale)), size)
+        pooled = [resize(conv(F.adaptive_avg_pool2d(x, scale)), size)
                   for scale, conv in zip(self.pool_scales, self.convs, strict=True)]
         return self.bottleneck(torch.cat([x, *pooled], dim=1))
 
@@ -96,19 +84,19 @@ class UperNetFusion(nn.Module):
         super().__init__()
         self.out_channels = channels
         self.ppm = PyramidPooling(in_channels[-1], channels, pool_scales)
-        self.lateral_convs = nn.ModuleList(ConvModule(c, channels) for c in in_channels[:-1])
-        self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3) for _ in in_channels[:-1])
-        self.fpn_bottleneck = ConvModule(len(in_channels) * channels, channels, 3)
+        self.lateral_convs = nn.ModuleList(ConvNormAct(c, channels) for c in in_channels[:-1])
+        self.fpn_convs = nn.ModuleList(ConvNormAct(channels, channels, 3) for _ in in_channels[:-1])
+        self.fpn_bottleneck = ConvNormAct(len(in_channels) * channels, channels, 3)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, features[:-1], strict=True)]
         laterals.append(self.ppm(features[-1]))
         for i in range(len(laterals) - 1, 0, -1):  # top-down: deepest first
-            laterals[i - 1] = laterals[i - 1] + _resize(laterals[i], laterals[i - 1].shape[2:])
+            laterals[i - 1] = laterals[i - 1] + resize(laterals[i], laterals[i - 1].shape[2:])
         outs = [conv(x) for conv, x in zip(self.fpn_convs, laterals[:-1], strict=True)] + [laterals[-1]]
         size = outs[0].shape[2:]
         # upsampling decided by position, not by shape, so that export sees no shape test
-        outs = [outs[0], *(_resize(x, size) for x in outs[1:])]
+        outs = [outs[0], *(resize(x, size) for x in outs[1:])]
         return self.fpn_bottleneck(torch.cat(outs, dim=1))
 
 
@@ -118,7 +106,7 @@ class FCNAuxHead(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float) -> None:
         super().__init__()
-        self.conv = ConvModule(in_channels, channels, 3)
+        self.conv = ConvNormAct(in_channels, channels, 3)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         _init_classifier(self.classifier)

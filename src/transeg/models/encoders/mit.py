@@ -21,14 +21,10 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.encoders.base import Encoder
-from transeg.models.encoders.vit import resize_pos_embed
-from transeg.models.layers import (
-    DerivedTensorCache,
-    DropPath,
-    drop_path_rates,
-    init_transformer_weights,
-    is_tracing,
-)
+from transeg.models.layers.cache import DerivedTensorCache, is_tracing
+from transeg.models.layers.drop import DropPath, drop_path_rates
+from transeg.models.layers.init import init_transformer_weights
+from transeg.models.layers.pos_embed import resize_pos_embed
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.encoders.base import Encoder
-from transeg.models.layers import DropPath
+from transeg.models.layers.drop import DropPath
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.encoders.base import Encoder
-from transeg.models.encoders.vit import FeedForward, linear_rates
-from transeg.models.layers import DropPath, init_linear_and_norm
+from transeg.models.layers.drop import DropPath, linear_rates
+from transeg.models.layers.init import init_linear_and_norm
+from transeg.models.layers.mlp import Mlp
 
 MASK_VALUE = -100.0  # the official code's value for "different region" in shifted windows
 
@@ -166,7 +167,7 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, heads, window_size, qkv_bias)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = FeedForward(dim, dim * mlp_ratio)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         h, w = x.shape[1], x.shape[2]
@@ -227,7 +228,7 @@ class SwinStage(nn.Module):
         return x, (self.downsample(x) if self.downsample is not None else None)
 
 
-class PatchEmbed(nn.Module):
+class SwinPatchEmbed(nn.Module):
     """Zero-pad to a multiple of p, stride-p conv, LayerNorm. (B, C_in, H, W) -> (B, H/p, W/p, D)."""
 
     def __init__(self, in_channels: int, dim: int, patch_size: int, eps: float) -> None:
@@ -254,7 +255,7 @@ class SwinTransformer(Encoder):
     def __init__(self, cfg: SwinConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.patch_embed = PatchEmbed(cfg.in_channels, cfg.embed_dim, cfg.patch_size, cfg.norm_eps)
+        self.patch_embed = SwinPatchEmbed(cfg.in_channels, cfg.embed_dim, cfg.patch_size, cfg.norm_eps)
         rates = linear_rates(cfg.drop_path_rate, sum(cfg.depths))
         starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
         self.layers = nn.ModuleList(

@@ -23,7 +23,11 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.encoders.base import Encoder
-from transeg.models.layers import DerivedTensorCache, DropPath, init_transformer_weights, is_tracing
+from transeg.models.layers.cache import DerivedTensorCache, is_tracing
+from transeg.models.layers.drop import linear_rates
+from transeg.models.layers.init import init_transformer_weights
+from transeg.models.layers.pos_embed import resize_pos_embed
+from transeg.models.layers.transformer import TransformerBlock
 
 POS_INTERPOLATIONS = ("bilinear", "bicubic")
 
@@ -90,75 +94,7 @@ class ViTConfig:
         return 2 if self.distilled else 1
 
 
-def linear_rates(rate: float, n: int) -> list[float]:
-    """Stochastic-depth rates rising linearly from 0 to ``rate`` over ``n`` blocks (no tensor, so
-    that models can be built on the 'meta' device)."""
-    return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-
-
-def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int],
-                     num_extra_tokens: int, mode: str = "bilinear") -> torch.Tensor:
-    """(1, E + h*w, D) -> (1, E + h'*w', D): the grid part resized (align_corners=False), the E
-    extra-token embeddings kept."""
-    extra, grid = pos_embed[:, :num_extra_tokens], pos_embed[:, num_extra_tokens:]
-    (h, w), (nh, nw) = old_grid, new_grid
-    if grid.shape[1] != h * w:
-        raise TransegError(f"position embeddings hold {grid.shape[1]} grid entries, not {h}x{w}")
-    grid = grid.reshape(1, h, w, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(nh, nw), mode=mode, align_corners=False)
-    return torch.cat([extra, grid.permute(0, 2, 3, 1).reshape(1, nh * nw, -1)], dim=1)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv Linear, through SDPA. (B, N, C) -> (B, N, C)."""
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.heads = heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
-
-
-class FeedForward(nn.Module):
-    """fc1 -> GELU -> dropout -> fc2 -> dropout. (B, N, C) -> (B, N, C)."""
-
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block (also the mask transformer's). (B, N, C) -> (B, N, C)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, drop_path: float, eps: float,
-                 dropout: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, heads, dropout)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = FeedForward(dim, dim * mlp_ratio, dropout)
-        self.drop_path = DropPath(drop_path)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class PatchEmbed(nn.Module):
+class ViTPatchEmbed(nn.Module):
     """Non-overlapping p x p patches by a stride-p conv. (B, C_in, H, W) -> (B, D, H/p, W/p)."""
 
     def __init__(self, in_channels: int, dim: int, patch_size: int) -> None:
@@ -180,13 +116,13 @@ class VisionTransformer(Encoder):
         self.pad_multiple = cfg.patch_size  # declared for Segmentor.unpad
         self.grid = cfg.grid
         self.num_extra_tokens = cfg.num_extra_tokens
-        self.patch_embed = PatchEmbed(cfg.in_channels, d, cfg.patch_size)
+        self.patch_embed = ViTPatchEmbed(cfg.in_channels, d, cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         if cfg.distilled:
             self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_extra_tokens + self.grid[0] * self.grid[1], d))
         rates = linear_rates(cfg.drop_path_rate, cfg.depth)
-        self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, r, cfg.norm_eps) for r in rates)
+        self.blocks = nn.ModuleList(TransformerBlock(d, cfg.heads, cfg.mlp_ratio, r, cfg.norm_eps) for r in rates)
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         n_out = len(cfg.out_indices)
         self.out_channels: tuple[int, ...] = (d,) * n_out

@@ -2,8 +2,8 @@
 
 Two modes, chosen by ``SegDeformerConfig.mode``:
 
-* ``"paper"`` (this file): Eqs. 1-10 of the paper, with switches for its ablations (Tables 4-7).
-* ``"released"`` (``segdeformer_released.py``): the authors' released ``SegDeformerHead3``, the head
+* ``"paper"`` (this module): Eqs. 1-10 of the paper, with switches for its ablations (Tables 4-7).
+* ``"released"`` (``released.py``): the authors' released ``SegDeformerHead3``, the head
   that produced the published numbers; it differs from the paper (see that module).
 
 Paper mode, step by step (C = ``channels``, N = H_1 W_1 pixels at the finest feature map):
@@ -51,7 +51,6 @@ Attn_mid is computed explicitly, being an output, but it is only N x N_cls.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -60,100 +59,14 @@ from torch import nn
 from transeg.errors import TransegError
 from transeg.models.decoders.base import Decoder
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
+from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.decoders.uper import FCNAuxHead, UperNetFusion
-from transeg.models.layers import init_transformer_weights
+from transeg.models.layers.init import init_transformer_weights
+from transeg.models.layers.tokens import tokens_to_map
 from transeg.models.outputs import SegOutput
 
-MODES = ("paper", "released")
-TOKEN_UPDATES = ("learnable", "momentum")
-FUSIONS = ("mlp", "uper")
 
-
-@dataclass(frozen=True)
-class SegDeformerConfig:
-    """A SegDeformer head. ``channels`` is C; ``aux_weight`` is alpha of Eq. 9 (the ``"attn"`` aux
-    loss weight). The fields after ``aux_weight`` are the paper-mode switches (defaults: the paper's
-    final model) and must keep their defaults in ``"released"`` mode:
-
-    * ``internal``, ``external``: M_inter, M_exter on/off (Table 6);
-    * ``attn_loss`` (L_attn), ``y_exter`` (the second external attention), ``decoupled`` (info/class
-      token halves), ``token_update`` "learnable" | "momentum" with ``token_momentum`` (Table 5);
-    * ``internal_heads``, ``internal_depth``, ``mlp_after_internal`` (Table 4);
-    * ``efficient_ratio`` R (None: full attention), ``fusion`` "mlp" | "uper" (Sec. 3.4, Table 7);
-    * ``uper_aux_channels`` > 0 adds, with ``fusion="uper"``, MMSegmentation's auxiliary FCN head (on
-      encoder feature 2, weight ``aux_weight``, aux name ``"aux"``) that the UperNet (†) recipes use.
-    """
-
-    mode: str = "paper"
-    channels: int = 256
-    dropout: float = 0.1
-    aux_weight: float = 0.4
-    internal: bool = True
-    external: bool = True
-    attn_loss: bool = True
-    decoupled: bool = True
-    y_exter: bool = True
-    token_update: str = "learnable"
-    token_momentum: float = 0.9
-    internal_heads: int = 1
-    internal_depth: int = 1
-    mlp_after_internal: bool = False
-    efficient_ratio: int | None = None
-    fusion: str = "mlp"
-    uper_aux_channels: int = 0
-
-    def __post_init__(self) -> None:
-        def fail(message: str) -> None:
-            raise TransegError(f"SegDeformerConfig: {message}")
-
-        if self.mode not in MODES:
-            fail(f"mode {self.mode!r} is not one of {MODES}")
-        if self.token_update not in TOKEN_UPDATES:
-            fail(f"token_update {self.token_update!r} is not one of {TOKEN_UPDATES}")
-        if self.fusion not in FUSIONS:
-            fail(f"fusion {self.fusion!r} is not one of {FUSIONS}")
-        if self.channels < 1 or self.internal_heads < 1 or self.internal_depth < 1:
-            fail("channels, internal_heads and internal_depth must be positive")
-        if self.channels % self.internal_heads:
-            fail(f"channels {self.channels} is not divisible by internal_heads {self.internal_heads}")
-        if self.efficient_ratio is not None and self.efficient_ratio < 1:
-            fail(f"efficient_ratio {self.efficient_ratio} must be a positive integer or null")
-        if not 0.0 <= self.token_momentum <= 1.0:
-            fail(f"token_momentum {self.token_momentum} must lie in [0, 1]")
-        if self.uper_aux_channels and self.fusion != "uper":
-            fail("uper_aux_channels needs fusion 'uper'")
-        if self.mode == "released":
-            changed = [f for f in _PAPER_SWITCHES if getattr(self, f) != getattr(_PAPER_DEFAULTS, f)]
-            if changed:
-                fail(f"{changed} are paper-mode switches; the released head has none of them")
-
-    @property
-    def has_attn_loss(self) -> bool:
-        """Whether ``forward_train`` returns the ``"attn"`` aux logits (no external module, no map)."""
-        return self.mode == "released" or (self.external and self.attn_loss)
-
-
-_PAPER_SWITCHES = ("internal", "external", "attn_loss", "decoupled", "y_exter", "token_update",
-                   "token_momentum", "internal_heads", "internal_depth", "mlp_after_internal",
-                   "efficient_ratio", "fusion", "uper_aux_channels")
-_PAPER_DEFAULTS = SegDeformerConfig()
-
-
-def build_segdeformer(in_channels: Sequence[int], num_classes: int, cfg: SegDeformerConfig) -> nn.Module:
-    """The decoder of ``cfg.mode``: [(B, C_i, H_i, W_i)] -> logits (B, K, H_0, W_0)."""
-    if cfg.mode == "released":
-        from transeg.models.decoders.segdeformer_released import SegDeformerReleased
-
-        return SegDeformerReleased(in_channels, num_classes, cfg)
-    return SegDeformer(in_channels, num_classes, cfg)
-
-
-def tokens_to_map(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, N, C) -> (B, C, H, W)."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], size[0], size[1])
-
-
-class Attention(nn.Module):
+class ContextAttention(nn.Module):
     """Attention with Q, K, V Linear projections and no output projection (Eqs. 5, 7), through SDPA.
     query (B, N, C), source (B, M, C) -> (B, N, C); scale sqrt(C / heads). ``reduction`` R: the
     source, an (h, w) map, is first shortened R^2 times by an R x R stride-R conv + LayerNorm."""
@@ -182,7 +95,7 @@ class Attention(nn.Module):
         return out.transpose(1, 2).reshape(b, n, c)
 
 
-class FeedForward(nn.Module):
+class PreNormFeedForward(nn.Module):
     """Z -> Z + FFN(LN(Z)), FFN = Linear(C, 4C), GELU, Linear(4C, C). (B, N, C) -> (B, N, C)."""
 
     def __init__(self, dim: int, ratio: int = 4) -> None:
@@ -202,8 +115,9 @@ class InternalContext(nn.Module):
     def __init__(self, dim: int, cfg: SegDeformerConfig) -> None:
         super().__init__()
         depth = cfg.internal_depth
-        self.layers = nn.ModuleList(Attention(dim, cfg.internal_heads, cfg.efficient_ratio) for _ in range(depth))
-        self.mlps = nn.ModuleList(FeedForward(dim) for _ in range(depth)) if cfg.mlp_after_internal else None
+        self.layers = nn.ModuleList(
+            ContextAttention(dim, cfg.internal_heads, cfg.efficient_ratio) for _ in range(depth))
+        self.mlps = nn.ModuleList(PreNormFeedForward(dim) for _ in range(depth)) if cfg.mlp_after_internal else None
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         stream, total = x, None
@@ -235,7 +149,7 @@ class ExternalContext(nn.Module):
         self.q_mid = nn.Linear(dim, dim)
         self.k_mid = nn.Linear(dim, dim)
         self.v_mid = nn.Linear(dim, dim)
-        self.exter = Attention(dim, 1, cfg.efficient_ratio) if cfg.y_exter else None
+        self.exter = ContextAttention(dim, 1, cfg.efficient_ratio) if cfg.y_exter else None
 
     def token_halves(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(class tokens, info tokens), each (N_cls, C): the sources of K_mid and V_mid."""

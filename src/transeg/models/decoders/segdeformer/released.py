@@ -1,7 +1,7 @@
 """SegDeformer as released by its authors: ``SegDeformerHead3`` (lygsbw/segdeformer, an mmseg 0.29 fork).
 
 This is the head behind the published checkpoints and numbers; it differs from the paper's Eqs. 5-10
-(see ``segdeformer.py`` for those). With C = ``channels`` (256 in every released config):
+(see ``paper.py`` for those). With C = ``channels`` (256 in every released config):
 
 1. Fusion as MMSegmentation's ``SegformerHead``: per stage a 1x1 ConvModule (conv without bias + BN +
    ReLU) to C at the stage's resolution, bilinear upsampling to the first map, concatenation in
@@ -28,7 +28,6 @@ checkpoint keys onto these modules.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -36,21 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.models.decoders.base import Decoder
-from transeg.models.decoders.segdeformer import SegDeformerConfig, tokens_to_map
+from transeg.models.decoders.segdeformer.config import SegDeformerConfig
+from transeg.models.layers.conv import ConvNormAct
+from transeg.models.layers.resize import resize
+from transeg.models.layers.tokens import tokens_to_map
 from transeg.models.outputs import SegOutput
-
-
-class ConvBNReLU(nn.Module):
-    """mmcv's ConvModule with a 1x1 conv: conv (no bias) + BatchNorm + ReLU. (B, C_in, H, W) -> (B, C, H, W)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
-        nn.init.normal_(self.conv.weight, 0.0, math.sqrt(2.0 / out_channels))  # fan_out of a 1x1 conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
 
 
 class SelfAttentionBlock(nn.Module):
@@ -59,10 +48,10 @@ class SelfAttentionBlock(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.query = ConvBNReLU(dim, dim)
-        self.key = ConvBNReLU(dim, dim)
-        self.value = ConvBNReLU(dim, dim)
-        self.out = ConvBNReLU(dim, dim)
+        self.query = ConvNormAct(dim, dim)
+        self.key = ConvNormAct(dim, dim)
+        self.value = ConvNormAct(dim, dim)
+        self.out = ConvNormAct(dim, dim)
 
     def forward(self, query: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         def tokens(x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 1, HW, C)
@@ -80,8 +69,8 @@ class SegDeformerReleased(Decoder):
         super().__init__()
         self.config = cfg
         c = cfg.channels
-        self.proj = nn.ModuleList(ConvBNReLU(ch, c) for ch in in_channels)
-        self.fuse = ConvBNReLU(c * len(in_channels), c)
+        self.proj = nn.ModuleList(ConvNormAct(ch, c) for ch in in_channels)
+        self.fuse = ConvNormAct(c * len(in_channels), c)
         self.fused_projection = True
         self.class_q = nn.Linear(c, c)
         self.class_k = nn.Linear(c, c)
@@ -107,7 +96,7 @@ class SegDeformerReleased(Decoder):
         size = features[0].shape[2:]
         projected = [proj(x) for proj, x in zip(self.proj, features, strict=True)]
         if not self.fused_projection:
-            ups = [projected[0], *(F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            ups = [projected[0], *(resize(y, size)
                                    for y in projected[1:])]
             return self.fuse(torch.cat(ups, dim=1))
         c = self.config.channels
@@ -116,7 +105,7 @@ class SegDeformerReleased(Decoder):
         for i, y in enumerate(projected):  # stage i's slice of the fusion conv, then upsampling
             y = F.conv2d(y, weight[:, i * c : (i + 1) * c])
             if i > 0:  # by position, not shape, so that export sees no shape test
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+                y = resize(y, size)
             out = y if out is None else out + y
         return F.relu(self.fuse.bn(out))
 

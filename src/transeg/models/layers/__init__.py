@@ -1,0 +1,1 @@
+"""Blocks shared by the encoders and decoders. Imports no encoder or decoder."""
