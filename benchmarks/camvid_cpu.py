@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from transeg.config import apply_overrides, load_config, parse_config
 from transeg.data.datasets import build_dataset
 from transeg.engine.evaluate import evaluate
+from transeg.engine.recipe import apply_overrides, load_config, parse_config
 from transeg.engine.train import Trainer, build_training_model
 from transeg.models.outputs import SegOutput
 

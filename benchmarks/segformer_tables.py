@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import transeg
 from transeg.analysis.complexity import model_complexity
-from transeg.models.config import build_model
+from transeg.models.factory import build_model
 from transeg.models.zoo import model_config, with_decoder_width
 
 # variant: (encoder M, decoder M, GMACs, input size) as printed in the paper

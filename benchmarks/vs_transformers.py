@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import transeg
 from tests.conftest import hf_segformer
 from transeg.analysis.bench import _time
-from transeg.engine.loss import segmentation_loss
+from transeg.engine.losses import segmentation_loss
 
 
 def models(variant: str):

@@ -62,7 +62,7 @@ def test_predict_matches_library_and_modes_agree(images, checkpoint, tmp_path):
     slide = np.asarray(Image.open(tmp_path / "s" / "a.png"))
     assert np.array_equal(whole, slide)
     from transeg.data.images import read_image
-    from transeg.engine.inference import Predictor
+    from transeg.inference.modes import Predictor
 
     expected = Predictor(transeg.load_model(checkpoint)).predict(read_image(images / "a.jpg"))
     assert np.array_equal(whole, expected)

@@ -102,7 +102,7 @@ TABLE_1B = {256: (25.7, 24.7), 512: (39.8, 25.8), 768: (62.4, 27.5), 1024: (93.6
 @pytest.mark.parametrize("width", sorted(TABLE_1B))
 def test_decoder_width_reproduces_segformer_table_1b(width):
     """MiT-B2 with the All-MLP decoder's width C from 256 to 2048: GMACs and parameters within 2%."""
-    from transeg.models.config import build_model
+    from transeg.models.factory import build_model
     from transeg.models.zoo import model_config, with_decoder_width
 
     config = with_decoder_width(model_config("segformer-b2", 150), width)

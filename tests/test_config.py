@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from transeg.config import load_config
+from transeg.engine.recipe import load_config
 from transeg.errors import TransegError
 
 MINIMAL = "data: {dataset: camvid, root: /data/camvid}\n"

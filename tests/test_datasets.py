@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from transeg.data import convert as C
 from transeg.data import datasets as D
 from transeg.data import labels as L
+from transeg.data import prepare as C
 from transeg.data.check import check_dataset, diagnose
 from transeg.data.transforms import train_transforms
 from transeg.errors import TransegError

@@ -12,11 +12,12 @@ from PIL import Image
 from torch import nn
 
 from transeg.analysis.erf import check_size, compute_erf, erf_of_files, image_gradients, mass_radii
+from transeg.api import create_model
 from transeg.cli import cli
 from transeg.errors import TransegError
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from transeg.models.segmentor import Segmentor
-from transeg.models.zoo import create_model, model_config
+from transeg.models.zoo import model_config
 
 
 class ConvStack(nn.Module):

@@ -44,7 +44,7 @@ def test_export_command_and_onnx_segmentor_match_eager(model, tmp_path):
     from click.testing import CliRunner
 
     from transeg.cli import cli
-    from transeg.export import OnnxSegmentor
+    from transeg.inference.backends import OnnxSegmentor
 
     checkpoint = transeg.save_model(model, tmp_path / "m.safetensors")
     result = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--opset", "18"])
@@ -57,7 +57,7 @@ def test_export_command_and_onnx_segmentor_match_eager(model, tmp_path):
 
 
 def test_export_rejects_old_opset(model, tmp_path):
-    from transeg.export import export_onnx
+    from transeg.inference.export import export_onnx
 
     with pytest.raises(transeg.TransegError, match="opset 13 is too old"):
         export_onnx(model, tmp_path / "m.onnx", opset=13)
@@ -103,7 +103,8 @@ def test_predict_with_the_onnx_backend_matches_eager(model, tmp_path, monkeypatc
 
 
 def _onnx_matches_eager(model, tmp_path, shapes, size=None):
-    from transeg.export import OnnxSegmentor, export_onnx
+    from transeg.inference.backends import OnnxSegmentor
+    from transeg.inference.export import export_onnx
 
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
@@ -124,7 +125,7 @@ def test_segmenter_onnx_matches_eager_at_odd_sizes(tmp_path):
 
 
 def test_segdeformer_onnx_matches_eager_at_odd_sizes(tmp_path):
-    from transeg.models.config import build_model
+    from transeg.models.factory import build_model
     from transeg.models.zoo import model_config
 
     torch.manual_seed(0)
@@ -134,7 +135,7 @@ def test_segdeformer_onnx_matches_eager_at_odd_sizes(tmp_path):
 
 def test_swin_exports_at_a_fixed_size_only(tmp_path):
     from tests.test_swin import tiny_swin
-    from transeg.export import export_onnx
+    from transeg.inference.export import export_onnx
 
     model = tiny_swin()
     with pytest.raises(transeg.TransegError, match="fixed input size only"):

@@ -12,8 +12,8 @@ from PIL import Image
 import transeg
 from tests.conftest import randomize_batchnorm
 from transeg.cli import cli
-from transeg.engine import optimize
-from transeg.engine.optimize import AutocastSegmentor, optimize_for_inference, resolve_backend
+from transeg.inference import backends as optimize
+from transeg.inference.backends import AutocastSegmentor, optimize_for_inference, resolve_backend
 
 
 @pytest.fixture(scope="module")

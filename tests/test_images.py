@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from transeg.data.images import default_palette, overlay, read_image, read_label, save_label_png
+from transeg.data.images import read_image, read_label, save_label_png
+from transeg.data.labels import default_palette
 from transeg.errors import TransegError
+from transeg.viz import overlay
 
 
 def _noise(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:

@@ -9,15 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import transeg
-from transeg.engine.inference import (
-    Predictor,
-    logits_to_labels,
-    ms_flip_probs,
-    normalize,
-    slide_logits,
-    whole_logits,
-)
 from transeg.errors import TransegError
+from transeg.inference.modes import Predictor, logits_to_labels, ms_flip_probs, normalize, slide_logits, whole_logits
 
 K = 5
 

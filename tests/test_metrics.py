@@ -13,13 +13,8 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from transeg.errors import TransegError
-from transeg.metrics import (
-    ConfusionMatrix,
-    colormap,
-    compute_metrics,
-    confusion_cell_size,
-    save_confusion_png,
-)
+from transeg.metrics import ConfusionMatrix, compute_metrics
+from transeg.viz import colormap, confusion_cell_size, save_confusion_png
 
 # (target, pred) pixels for 4 classes: class 2 appears only in the prediction, class 3 nowhere,
 # and two ignore pixels (predicted as class 3) that must not count.

@@ -17,13 +17,14 @@ from tests.conftest import randomize_batchnorm
 from tests.test_segmenter import randomize
 from transeg.analysis.complexity import count_macs, count_parameters
 from transeg.errors import TransegError
-from transeg.models.config import ModelConfig, build_model
+from transeg.models.config import ModelConfig
 from transeg.models.decoders.mla import MLAConfig, MLADecoder
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from transeg.models.decoders.uper import UperNetConfig, UperNetDecoder
 from transeg.models.encoders.mit import MiTConfig
 from transeg.models.encoders.swin import SwinConfig
 from transeg.models.encoders.vit import ViTConfig
+from transeg.models.factory import build_model, model_config_from_json
 from transeg.models.zoo import VIT_MEAN, model_config, with_decoder_width
 
 TINY = {
@@ -201,7 +202,7 @@ def test_config_validation():
 @pytest.mark.parametrize("name", ["mla-mit-b2", "mla-mit-b5", "mla-swin-t", "mla-vit-l16", "upernet-mit-b2"])
 def test_zoo_configs_round_trip(name):
     config = model_config(name)
-    assert ModelConfig.from_json(config.to_json()) == config
+    assert model_config_from_json(config.to_json()) == config
     assert config.num_classes == 150 and name in transeg.list_models()
 
 

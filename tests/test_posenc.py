@@ -11,14 +11,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 import transeg.models.encoders.mit as mit
+from transeg.api import create_model
 from transeg.cli import cli
 from transeg.data.synthetic import write_synthetic_dataset
 from transeg.errors import TransegError
-from transeg.models.config import ModelConfig, build_model
 from transeg.models.encoders.mit import MiTConfig
-from transeg.models.encoders.vit import resize_pos_embed
-from transeg.models.zoo import create_model, model_config
-from transeg.weights.io import load_model, save_model
+from transeg.models.factory import build_model, model_config_from_json
+from transeg.models.layers.pos_embed import resize_pos_embed
+from transeg.models.zoo import model_config
+from transeg.weights.load import load_model
+from transeg.weights.native import save_model
 
 
 def pe_model(size=(64, 96), mix_ffn=False, num_classes=4, seed=0):
@@ -121,7 +123,7 @@ def test_checkpoint_round_trips_exactly(tmp_path):
     x = torch.randn(1, 3, 80, 80)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-    assert ModelConfig.from_json(model.config.to_json()) == model.config
+    assert model_config_from_json(model.config.to_json()) == model.config
 
 
 def run(*args):

@@ -13,11 +13,13 @@ from click.testing import CliRunner
 from tests.conftest import randomize_batchnorm
 from transeg.cli import cli
 from transeg.errors import TransegError
-from transeg.models.config import ModelConfig, build_model
+from transeg.models.config import ModelConfig
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from transeg.models.encoders.resnet import ResNet, ResNetConfig
+from transeg.models.factory import build_model, model_config_from_dict
 from transeg.models.zoo import RESNET_VARIANTS, model_config
-from transeg.weights.io import load_encoder_weights, load_model, save_model
+from transeg.weights.load import load_encoder_weights, load_model
+from transeg.weights.native import save_model
 from transeg.weights.resnet import hf_resnet_to_transeg, torchvision_to_transeg
 
 R50 = ResNetConfig()  # 7x7 stem, as torchvision and transformers
@@ -305,7 +307,7 @@ def test_in_stages_validation():
     with pytest.raises(TransegError, match="lacks"):
         MLPDecoder(MIT_B0, 3, MLPDecoderConfig(in_stages=(4,)))
     data = json.loads(json.dumps(model_config("segformer-b2-s4").to_dict()))
-    assert ModelConfig.from_dict(data).decoder_config.in_stages == (3,)
+    assert model_config_from_dict(data).decoder_config.in_stages == (3,)
     data["decoder_config"]["in_stages"] = [3, 1]
     with pytest.raises(TransegError, match="MLPDecoderConfig: in_stages"):
-        ModelConfig.from_dict(data, source="model.json")
+        model_config_from_dict(data, source="model.json")

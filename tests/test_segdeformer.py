@@ -18,15 +18,18 @@ import torch.nn.functional as F
 
 import transeg
 from tests.conftest import randomize_batchnorm
-from transeg.config import parse_config
 from transeg.data.synthetic import write_synthetic_dataset
+from transeg.engine.recipe import parse_config
 from transeg.engine.train import train
 from transeg.errors import TransegError
-from transeg.models.config import ModelConfig, build_model
-from transeg.models.decoders.segdeformer import SegDeformer, SegDeformerConfig, build_segdeformer
-from transeg.models.decoders.segdeformer_released import SegDeformerReleased
+from transeg.models.config import ModelConfig
+from transeg.models.decoders.segdeformer import build_segdeformer
+from transeg.models.decoders.segdeformer.config import SegDeformerConfig
+from transeg.models.decoders.segdeformer.paper import ContextAttention, SegDeformer
+from transeg.models.decoders.segdeformer.released import SegDeformerReleased
 from transeg.models.encoders.mit import MiTConfig
 from transeg.models.encoders.vit import ViTConfig
+from transeg.models.factory import build_model, model_config_from_json
 
 IN_CHANNELS = (8, 12, 16, 20)
 C, K = 16, 5
@@ -135,10 +138,8 @@ def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
 # --------------------------------------------------------------------------- attention math
 @pytest.mark.parametrize("heads, reduction", [(1, None), (2, None), (1, 2)])
 def test_attention_module_equals_softmax_recomputation(heads, reduction):
-    from transeg.models.decoders.segdeformer import Attention
-
     torch.manual_seed(0)
-    att = Attention(C, heads, reduction)
+    att = ContextAttention(C, heads, reduction)
     torch.nn.init.normal_(att.q.bias)
     query, source = torch.randn(2, 12 * 10, C), torch.randn(2, 12 * 10, C)
     assert close(att(query, source, (12, 10)), ref_attention(att, query, source, (12, 10)))
@@ -324,7 +325,7 @@ PAPER_PARAMS = {  # millions, 150 classes: Table 1 (B1, B5, †: DeiT-B, Swin-L)
 def encoder_size(name: str, config) -> tuple[int, tuple[int, ...]]:
     """Parameter count and output widths of an encoder (MiT is built on the CPU: its drop-path rates
     need tensor data; the others on 'meta')."""
-    from transeg.models.config import ENCODERS
+    from transeg.models.factory import ENCODERS
 
     with torch.device("cpu" if name == "mit" else "meta"):
         encoder = ENCODERS[name][1](config)
@@ -390,7 +391,7 @@ def test_torch_export_of_the_eval_path(switches):
 MEMORY_LIMIT_MIB = {None: 450, 4: 300}
 _MEMORY_SCRIPT = """
 import dataclasses, resource, sys, torch
-from transeg.models.config import build_model
+from transeg.models.factory import build_model
 from transeg.models.zoo import model_config
 torch.set_num_threads(2)
 ratio = None if sys.argv[1] == "none" else int(sys.argv[1])
@@ -418,5 +419,5 @@ def test_segdeformer_is_registered():
     assert {"segdeformer-mit-b1", "segdeformer-mit-b1-released", "segdeformer-mit-b2-eff",
             "segdeformer-deit-s16", "segdeformer-swin-s-uper"} <= set(transeg.list_models())
     cfg = transeg.create_model("segdeformer-mit-b0", num_classes=2).config
-    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert model_config_from_json(cfg.to_json()) == cfg
     assert dataclasses.asdict(cfg.decoder_config)["mode"] == "paper"

@@ -10,9 +10,10 @@ import transeg
 from tests.conftest import randomize_batchnorm
 from tests.test_segdeformer import C, close
 from transeg.errors import TransegError
-from transeg.models.config import ModelConfig, build_model
-from transeg.models.decoders.segdeformer import SegDeformerConfig
+from transeg.models.config import ModelConfig
+from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.encoders.mit import MiTConfig
+from transeg.models.factory import build_model
 from transeg.weights import segdeformer as weights
 
 # --------------------------------------------------------------------------- official checkpoints

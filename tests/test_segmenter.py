@@ -10,13 +10,14 @@ import torch.nn.functional as F
 
 import transeg
 from transeg.analysis.complexity import count_macs, count_parameters
-from transeg.engine.inference import whole_logits
-from transeg.models.config import ModelConfig, build_model
+from transeg.inference.modes import whole_logits
+from transeg.models.config import ModelConfig
 from transeg.models.decoders.linear import LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformerConfig
 from transeg.models.encoders.vit import ViTConfig
+from transeg.models.factory import build_model
 from transeg.models.zoo import model_config
-from transeg.weights.io import load_encoder_weights
+from transeg.weights.load import load_encoder_weights
 
 
 def tiny_vit(**changes) -> ViTConfig:

@@ -12,11 +12,12 @@ from safetensors.torch import save_file
 import transeg
 from tests.test_segmenter import randomize
 from transeg.analysis.complexity import count_parameters
-from transeg.models.config import ModelConfig, build_model
+from transeg.models.config import ModelConfig
 from transeg.models.decoders.uper import UperNetConfig
 from transeg.models.encoders.swin import SwinConfig, relative_position_index, shift_mask
+from transeg.models.factory import build_model, model_config_from_json
 from transeg.models.zoo import model_config
-from transeg.weights.io import load_encoder_weights
+from transeg.weights.load import load_encoder_weights
 from transeg.weights.swin import hf_swin_to_transeg, resize_bias_table, timm_swin_to_transeg
 
 TINY = SwinConfig(embed_dim=32, depths=(2, 2, 2, 2), heads=(1, 2, 4, 8), window_size=7, drop_path_rate=0.1)
@@ -351,7 +352,7 @@ def test_zoo_sizes_match_the_papers(variant):
     assert config.encoder_config.window_size == (7 if variant in "ts" else 12)
     assert config.encoder_config.drop_path_rate == 0.3 and config.decoder_config.channels == 512
     assert config.mean == (123.675, 116.28, 103.53)
-    assert ModelConfig.from_json(config.to_json()) == config
+    assert model_config_from_json(config.to_json()) == config
 
 
 def test_cli_info_works_for_upernet_swin():

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import transeg
-from transeg.config import OptimizerSection, ScheduleSection, parse_config
 from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine.checkpoint import list_checkpoints
 from transeg.engine.distributed import DistInfo
-from transeg.engine.loss import segmentation_loss
+from transeg.engine.losses import segmentation_loss
 from transeg.engine.optim import build_optimizer, lr_factor, param_groups
+from transeg.engine.recipe import OptimizerSection, ScheduleSection, parse_config
 from transeg.engine.train import Trainer, train
 from transeg.errors import TransegError
 
@@ -102,7 +102,7 @@ def test_binary_loss_is_sigmoid_cross_entropy():
 # --------------------------------------------------------------------------- runs
 def _loss_on_training_images(model, dataset) -> float:
     """Eval-mode loss over the un-augmented training images: a fixed yardstick across weights."""
-    from transeg.engine.inference import normalize
+    from transeg.inference.modes import normalize
 
     model.eval()
     total = 0.0
@@ -198,7 +198,7 @@ def test_dist_info_defaults():
 
 
 def test_auxiliary_losses_use_the_model_weights_unless_overridden():
-    from transeg.engine.loss import total_loss
+    from transeg.engine.losses import total_loss
     from transeg.models.outputs import SegOutput
 
     logits, aux = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)

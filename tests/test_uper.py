@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 import transeg
 from tests.test_segmenter import randomize
-from transeg.models.config import ModelConfig, build_model
+from transeg.models.config import ModelConfig
 from transeg.models.decoders.uper import UperNetConfig, UperNetDecoder, UperNetFusion
 from transeg.models.encoders.swin import SwinConfig
+from transeg.models.factory import build_model
 from transeg.models.zoo import MIT_VARIANTS
 
 TINY_SWIN = SwinConfig(embed_dim=32, depths=(2, 2, 2, 2), heads=(1, 2, 4, 8))

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 import transeg
 from tests.test_segmenter import tiny_segmenter as _tiny
-from transeg.models.config import build_model
-from transeg.models.encoders.vit import resize_pos_embed
-from transeg.weights.io import load_encoder_weights
+from transeg.models.factory import build_model
+from transeg.models.layers.pos_embed import resize_pos_embed
+from transeg.weights.load import load_encoder_weights
 from transeg.weights.vit import hf_vit_to_transeg, mmseg_segmenter_to_transeg, timm_to_transeg
 
 

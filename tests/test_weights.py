@@ -11,8 +11,8 @@ import torch
 
 import transeg
 from tests.conftest import hf_segformer, randomize_batchnorm
-from transeg.models.config import build_model
-from transeg.weights.convert import hf_to_transeg, official_to_transeg, transeg_to_hf
+from transeg.models.factory import build_model, model_config_from_dict
+from transeg.weights.segformer import hf_to_transeg, official_to_transeg, transeg_to_hf
 
 
 def _official_key(hf_key: str) -> str:
@@ -180,7 +180,8 @@ def test_pickle_payload_is_not_executed(tmp_path):
 def test_other_class_count_names_the_keys(tmp_path):
     path = transeg.save_model(transeg.create_model("segformer-b0", num_classes=2), tmp_path / "m.safetensors")
     model = transeg.create_model("segformer-b0", num_classes=7)
-    from transeg.weights.io import load_state_strict, read_safetensors
+    from transeg.weights.files import read_safetensors
+    from transeg.weights.keys import load_state_strict
 
     with pytest.raises(transeg.TransegError, match=r"decoder\.classifier\.weight \(2, 256, 1, 1\) vs \(7, 256"):
         load_state_strict(model, read_safetensors(path)[0], str(path))
@@ -202,12 +203,11 @@ def test_unknown_key_in_official_checkpoint(tmp_path):
 
 
 def test_bad_config_key(tmp_path):
-    from transeg.models.config import ModelConfig
 
     data = transeg.create_model("segformer-b0", num_classes=2).config.to_dict()
     data["encoder_config"]["widthz"] = [1]
     with pytest.raises(transeg.TransegError, match="widthz"):
-        ModelConfig.from_dict(data)
+        model_config_from_dict(data)
 
 
 def test_transformers_classification_backbone_initialises_encoder(tmp_path):

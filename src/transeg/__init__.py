@@ -1,12 +1,16 @@
 """transeg: transformer semantic segmentation (SegFormer, Segmenter, SegDeformer) in PyTorch."""
 
-from transeg.engine.optimize import optimize_for_inference
+from transeg.api import create_model
 from transeg.errors import TransegError
-from transeg.models.config import ModelConfig, build_model
+from transeg.inference.backends import optimize_for_inference
+from transeg.models.config import ModelConfig
+from transeg.models.factory import build_model
 from transeg.models.outputs import SegOutput
 from transeg.models.segmentor import Segmentor
-from transeg.models.zoo import create_model, list_models
-from transeg.weights.io import load_model, save_hf_pretrained, save_model
+from transeg.models.zoo import list_models
+from transeg.weights.load import load_model
+from transeg.weights.native import save_model
+from transeg.weights.segformer import save_hf_pretrained
 
 __version__ = "0.1.0"
 

@@ -36,8 +36,9 @@ def cli(debug: bool) -> None:
 
 def resolve_model(spec: str, num_classes: int | None = None):
     """A model from a zoo name (random weights) or from any supported checkpoint path."""
-    from transeg.models.zoo import ZOO, create_model
-    from transeg.weights.io import load_model
+    from transeg.api import create_model
+    from transeg.models.zoo import ZOO
+    from transeg.weights.load import load_model
 
     if spec in ZOO:
         return create_model(spec, num_classes=num_classes)
@@ -61,7 +62,7 @@ def inference_model(segmentor, backend: str, precision: str, images: int, mode: 
                     scales: tuple[float, ...] = (), flip: bool = False):
     """``optimize_for_inference`` for a job of ``images`` images (each run at every scale, and
     flipped, in ms-flip mode), saying so when an ONNX export runs."""
-    from transeg.engine.optimize import optimize_for_inference
+    from transeg.inference.backends import optimize_for_inference
 
     def announce(path: Path) -> None:
         console.print(f"exporting {segmentor.config.name} to ONNX once (cached in {path.parent})")
@@ -89,7 +90,7 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_wid
          as_json: bool) -> None:
     """Parameters (encoder, decoder, total) and GMACs of MODEL at one input size."""
     from transeg.analysis.complexity import model_complexity
-    from transeg.models.config import build_model
+    from transeg.models.factory import build_model
     from transeg.models.zoo import ZOO, model_config, with_decoder_width
 
     if decoder_width is not None:
@@ -131,7 +132,7 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
             crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: str, no_flip: bool,
             size_divisor: int | None, batch_size: int, alpha: float, backend: str, precision: str) -> None:
     """Segment IMAGES (files, folders or globs) with MODEL; write label PNGs and overlays to --out."""
-    from transeg.engine.predict import expand_images, predict_files
+    from transeg.inference.files import expand_images, predict_files
 
     try:
         scale_values = tuple(float(s) for s in scales.split(","))
@@ -164,7 +165,7 @@ def erf_command(model: str, images: tuple[str, ...], out_dir: Path, size: tuple[
     """Effective receptive fields (SegFormer Fig. 3) of each encoder stage and of the head of MODEL,
     averaged over IMAGES (files, folders or globs): erf.png, erf_<name>.png and erf.json in --out."""
     from transeg.analysis.erf import erf_of_files, write_outputs
-    from transeg.engine.predict import expand_images
+    from transeg.inference.files import expand_images
 
     if not images:
         raise TransegError("no images given: pass image files, folders or globs after MODEL")
@@ -233,7 +234,7 @@ def bench(model: str, num_classes: int | None, size: tuple[int, int], batch: int
 def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int | None,
                    size: tuple[int, int] | None) -> None:
     """Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size)."""
-    from transeg.export import export_onnx
+    from transeg.inference.export import export_onnx
 
     segmentor = resolve_model(model, num_classes)
     with console.status(f"exporting {segmentor.config.name} to ONNX"):
@@ -249,7 +250,9 @@ def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int
               help="Output .safetensors file (transeg) or directory (hf).")
 def convert_command(source: str, target: str, out: Path) -> None:
     """Convert a checkpoint (official, mmseg 0.x, transformers, transeg) to transeg or transformers format."""
-    from transeg.weights.io import load_model, save_hf_pretrained, save_model
+    from transeg.weights.load import load_model
+    from transeg.weights.native import save_model
+    from transeg.weights.segformer import save_hf_pretrained
 
     model = load_model(source)
     written = save_model(model, out) if target == "transeg" else save_hf_pretrained(model, out)
@@ -265,7 +268,7 @@ def convert_command(source: str, target: str, out: Path) -> None:
                    "Default: train.on_bad_sample.")
 def train_command(config: Path, overrides: tuple[str, ...], resume: bool, on_bad_sample: str | None) -> None:
     """Train the model described by CONFIG (YAML); run under torchrun for several processes."""
-    from transeg.config import load_config
+    from transeg.engine.recipe import load_config
     from transeg.engine.train import train
 
     overrides = (*overrides, *([f"train.on_bad_sample={on_bad_sample}"] if on_bad_sample else []))
@@ -292,10 +295,10 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, on_bad
 def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], split: str | None, mode: str | None,
                  out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], backend: str, precision: str) -> None:
     """Evaluate MODEL (any checkpoint) on a dataset: mIoU, per-class IoU/Acc/Dice, confusion matrix."""
-    from transeg.config import load_config
     from transeg.data.datasets import build_dataset
     from transeg.engine.evaluate import evaluate
-    from transeg.metrics import save_confusion_png
+    from transeg.engine.recipe import load_config
+    from transeg.viz import save_confusion_png
 
     overrides = (*overrides, *([f"eval.mode={mode}"] if mode else []))
     cfg = load_config(config_path, list(overrides))
@@ -394,9 +397,9 @@ def data_group() -> None:
 def data_check(config: Path, overrides: tuple[str, ...], split: str | None, limit: int | None,
                as_json: bool) -> None:
     """Scan the dataset of CONFIG: pairing, sizes, label values, class histogram, and hints."""
-    from transeg.config import load_config
     from transeg.data.check import check_dataset, diagnose, format_report
     from transeg.data.datasets import build_dataset
+    from transeg.engine.recipe import load_config
 
     cfg = load_config(config, list(overrides))
     splits = [split] if split else [s for s in (cfg.data.train_split, cfg.data.val_split) if s]

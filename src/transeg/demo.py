@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from transeg.config import TrainConfig, parse_config
 from transeg.data.datasets import build_dataset
-from transeg.data.images import overlay
 from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine.evaluate import build_predictor, evaluate
+from transeg.engine.recipe import TrainConfig, parse_config
 from transeg.engine.train import train
-from transeg.metrics import SegMetrics, save_confusion_png
-from transeg.weights.io import load_model
+from transeg.metrics import SegMetrics
+from transeg.viz import overlay, save_confusion_png
+from transeg.weights.load import load_model
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from transeg.engine.loss import segmentation_loss
+from transeg.engine.losses import segmentation_loss
 from transeg.errors import TransegError
+from transeg.inference.backends import OnnxSegmentor
+from transeg.inference.export import export_onnx
 
 Backend = Literal["eager", "compile", "onnx"]
 Precision = Literal["fp32", "bf16"]
@@ -87,10 +89,8 @@ def inference_runner(model: nn.Module, backend: Backend, example: torch.Tensor) 
     if backend == "compile":
         return torch.compile(model, dynamic=False)
     if backend == "onnx":
-        from transeg.export import OnnxSegmentor, export_onnx
-
         directory = tempfile.mkdtemp(prefix="transeg-bench-")
-        path = export_onnx(model, Path(directory) / "model.onnx", example_size=tuple(example.shape[2:]))
+        path = export_onnx(model, Path(directory) / "model.onnx", size=tuple(example.shape[2:]))
         return OnnxSegmentor(path, model.config)
     raise TransegError(f"unknown backend {backend!r}")
 

@@ -32,8 +32,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from transeg.data.images import read_image
 from transeg.data.transforms import resize_image
-from transeg.engine.inference import normalize
 from transeg.errors import TransegError
+from transeg.inference.modes import normalize
 from transeg.models.segmentor import Segmentor
 
 SCALES = ("log", "sqrt")

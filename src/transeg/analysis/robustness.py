@@ -33,10 +33,10 @@ from transeg.analysis.corruptions import (
     corrupt_image,
     load_corrupt,
 )
-from transeg.config import EvalSection
 from transeg.data.datasets import SegmentationDataset
 from transeg.engine.distributed import DistInfo
 from transeg.engine.evaluate import evaluate
+from transeg.engine.recipe import EvalSection
 from transeg.errors import TransegError
 from transeg.models.segmentor import Segmentor
 

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from torch.utils.data import Dataset
 
-from transeg.data.images import IMAGE_SUFFIXES, default_palette, read_image, read_label
+from transeg.data.images import IMAGE_SUFFIXES, read_image, read_label
 from transeg.data.labels import (
     ADE20K_CLASSES,
     ADE20K_PALETTE,
@@ -32,6 +32,7 @@ from transeg.data.labels import (
     PASCAL_CONTEXT60_PALETTE,
     PASCAL_CONTEXT_CLASSES,
     apply_lut,
+    default_palette,
     identity_lut,
     lut_from_mapping,
     reduce_zero_label_lut,
@@ -208,7 +209,7 @@ def ade20k(root: str | Path, split: str, transform: Transform | None = None) -> 
 
 def cityscapes(root: str | Path, split: str, transform: Transform | None = None) -> SegmentationDataset:
     """Cityscapes fine: ``leftImg8bit/{split}/{city}/*_leftImg8bit.png`` with
-    ``gtFine/{split}/{city}/*_gtFine_labelTrainIds.png`` (make them with :func:`convert_cityscapes`)."""
+    ``gtFine/{split}/{city}/*_gtFine_labelTrainIds.png`` (make them with ``transeg.data.prepare.convert_cityscapes``)."""
     root = Path(root)
     layout = "leftImg8bit/{split}/{city}/*_leftImg8bit.png and gtFine/{split}/{city}/*_labelTrainIds.png"
     image_dir = require_dir(root / "leftImg8bit" / split, layout)
@@ -216,7 +217,7 @@ def cityscapes(root: str | Path, split: str, transform: Transform | None = None)
     labels = _index(label_dir, "*_gtFine_labelTrainIds.png", "_gtFine_labelTrainIds.png", recursive=True)
     if not labels and any(label_dir.rglob("*_gtFine_labelIds.png")):
         raise TransegError(f"{label_dir}: no *_gtFine_labelTrainIds.png, only *_labelIds.png: convert them "
-                           "first with transeg.data.datasets.convert_cityscapes")
+                           "first with transeg.data.prepare.convert_cityscapes")
     images = _index(image_dir, "*_leftImg8bit.png", "_leftImg8bit.png", recursive=True)
     return SegmentationDataset(_pair(images, labels, image_dir, label_dir), CITYSCAPES_CLASSES,
                                palette=CITYSCAPES_PALETTE, transform=transform, name=f"cityscapes/{split}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from transeg.data.labels import default_palette
 from transeg.errors import TransegError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -92,18 +93,6 @@ def read_label(path: str | Path) -> np.ndarray:
     raise TransegError(f"{path}: unsupported label map mode {img.mode!r} (use an 8-bit or 16-bit PNG)")
 
 
-def default_palette(num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 colours: the PASCAL VOC bit-interleaved palette (distinct up to 2**24)."""
-    if num_classes < 1:
-        raise TransegError(f"num_classes must be at least 1, got {num_classes}")
-    index = np.arange(num_classes, dtype=np.int64)
-    palette = np.zeros((num_classes, 3), dtype=np.int64)
-    for bit in range(8):
-        for channel in range(3):
-            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-    return palette.astype(np.uint8)
-
-
 def save_label_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | None = None) -> None:
     """Write (H, W) class indices as a PNG whose pixel values are the indices.
 
@@ -130,24 +119,3 @@ def save_label_png(labels: np.ndarray, path: str | Path, palette: np.ndarray | N
     else:
         img = Image.fromarray(labels.astype(np.uint16))
     img.save(path, format="PNG")
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
-            ignore_index: int | None = 255) -> np.ndarray:
-    """(H, W, 3) uint8 blend ``(1 - alpha) * image + alpha * palette[labels]``;
-    pixels labelled ``ignore_index`` keep the image colour."""
-    image, labels, palette = np.asarray(image), np.asarray(labels), np.asarray(palette)
-    if image.ndim != 3 or image.shape[2] != 3 or labels.shape != image.shape[:2]:
-        raise TransegError(f"overlay: image {image.shape} and labels {labels.shape} do not match")
-    if not 0.0 <= alpha <= 1.0:
-        raise TransegError(f"overlay: alpha must lie in [0, 1], got {alpha}")
-    keep = labels == ignore_index if ignore_index is not None else np.zeros(labels.shape, dtype=bool)
-    drawn = labels[~keep]
-    if drawn.size and (drawn.min() < 0 or drawn.max() >= len(palette)):
-        raise TransegError(f"overlay: label values {drawn.min()}..{drawn.max()} exceed the "
-                           f"{len(palette)}-colour palette")
-    colours = palette[np.where(keep, 0, labels)].astype(np.float32)
-    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
-    out = np.clip(np.rint(blend), 0, 255).astype(np.uint8)
-    out[keep] = image[keep]
-    return out

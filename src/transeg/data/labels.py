@@ -7,7 +7,21 @@ from collections.abc import Mapping
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from transeg.errors import TransegError
+
+IGNORE_INDEX = 255  # the label value that marks unlabelled pixels
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) uint8 colours: the PASCAL VOC bit-interleaved palette (distinct up to 2**24)."""
+    if num_classes < 1:
+        raise TransegError(f"num_classes must be at least 1, got {num_classes}")
+    index = np.arange(num_classes, dtype=np.int64)
+    palette = np.zeros((num_classes, 3), dtype=np.int64)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return palette.astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- class tables

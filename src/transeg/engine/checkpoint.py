@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from transeg.errors import TransegError
-from transeg.weights.io import torch_load_safely, write_atomic
+from transeg.weights.files import torch_load_safely, write_atomic
 
 CHECKPOINT_PATTERN = re.compile(r"iter_(\d+)\.pt")
 

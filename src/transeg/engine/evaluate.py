@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from rich.progress import Progress
 
-from transeg.config import EvalSection
 from transeg.data.datasets import SegmentationDataset
 from transeg.data.transforms import rescale_size, resize_image
 from transeg.engine.distributed import DistInfo
-from transeg.engine.inference import Predictor, logits_to_labels
+from transeg.engine.recipe import EvalSection
+from transeg.inference.modes import Predictor, logits_to_labels
 from transeg.metrics import ConfusionMatrix, SegMetrics, compute_metrics
 from transeg.models.segmentor import Segmentor
 

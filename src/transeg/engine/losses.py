@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from transeg.data.labels import IGNORE_INDEX
 from transeg.models.outputs import SegOutput
-
-IGNORE_INDEX = 255
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from transeg.config import OptimizerSection, ScheduleSection
+from transeg.engine.recipe import OptimizerSection, ScheduleSection
 
 
 def param_groups(model: nn.Module, cfg: OptimizerSection) -> list[dict]:

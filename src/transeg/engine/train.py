@@ -20,8 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from transeg.config import ModelSection, TrainConfig
 from transeg.data.datasets import SegmentationDataset, build_dataset
+from transeg.data.labels import IGNORE_INDEX
 from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
 from transeg.data.transforms import train_transforms
 from transeg.engine import checkpoint as ckpt
@@ -33,13 +33,15 @@ from transeg.engine.distributed import (
     warn_if_batchnorm_batch_of_one,
 )
 from transeg.engine.evaluate import evaluate
-from transeg.engine.loss import IGNORE_INDEX, total_loss
+from transeg.engine.losses import total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
+from transeg.engine.recipe import ModelSection, TrainConfig
 from transeg.errors import TransegError
-from transeg.models.config import build_model
+from transeg.models.factory import build_model
 from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import model_config
-from transeg.weights.io import CONFIG_METADATA_KEY, load_encoder_weights, load_model, save_model
+from transeg.weights.load import load_encoder_weights, load_model
+from transeg.weights.native import CONFIG_METADATA_KEY, save_model
 
 
 def build_training_model(section: ModelSection, dataset: SegmentationDataset) -> Segmentor:

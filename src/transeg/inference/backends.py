@@ -1,4 +1,10 @@
-"""The fastest inference path for a model on this machine: what predict and eval use by default."""
+"""Inference backends behind one protocol, and the choice of the fastest for a job.
+
+Every backend is an ``InferenceModel``: a call (B, 3, H, W) normalised float32 -> logits (B, K, h, w),
+plus the model's ``config`` and ``num_classes``. ``Segmentor`` itself is the eager backend;
+``AutocastSegmentor`` runs it under bf16 autocast; ``OnnxSegmentor`` runs its ONNX export in ONNX
+Runtime. ``optimize_for_inference`` picks one: what predict and eval use by default.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,47 @@ import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
 from transeg.errors import TransegError
-from transeg.export import OnnxSegmentor, export_onnx, supports_dynamic_size
+from transeg.inference.export import export_onnx
+from transeg.models.config import ModelConfig
 from transeg.models.segmentor import Segmentor
 
 Backend = Literal["auto", "eager", "onnx"]
 Precision = Literal["fp32", "bf16"]
 BACKENDS = ("auto", "eager", "onnx")
 PRECISIONS = ("fp32", "bf16")
+
+
+@runtime_checkable
+class InferenceModel(Protocol):
+    """What inference needs of a model, whichever backend runs it."""
+
+    config: ModelConfig
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised float32 -> logits (B, K, h, w)."""
+        ...
+
+
+class BackendModule(nn.Module):
+    """A backend wrapping a model: carries its ``config`` and ``num_classes``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
 
 
 def _cache_dir() -> Path:
@@ -66,38 +100,54 @@ def resolve_backend(model: Segmentor, backend: Backend = "auto", precision: Prec
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     if backend == "onnx" and (precision != "fp32" or not on_cpu):
         raise TransegError("the onnx backend runs fp32 on the CPU; use --backend eager for bf16 or a GPU")
-    if backend == "onnx" and not supports_dynamic_size(model):
+    if backend == "onnx" and not model.onnx_dynamic_size:
         raise TransegError(f"{model.config.name}: the onnx backend needs an export with dynamic sizes, which its "
                            f"{model.config.encoder} encoder lacks; use eager, or `transeg export --size H W`")
     if backend != "auto":
         return backend
-    if precision != "fp32" or not on_cpu or not onnx_available() or not supports_dynamic_size(model):
+    if precision != "fp32" or not on_cpu or not onnx_available() or not model.onnx_dynamic_size:
         return "eager"
     repaid = images is None or images >= ONNX_MIN_IMAGES
     return "onnx" if repaid or onnx_cache_path(model).is_file() else "eager"
 
 
-class AutocastSegmentor(nn.Module):
+class AutocastSegmentor(BackendModule):
     """``model`` run under bf16 autocast (matmuls and convolutions in bf16, reductions in fp32);
     returns float32 logits. (B, 3, H, W) -> (B, K, h, w)."""
 
     def __init__(self, model: Segmentor) -> None:
-        super().__init__()
+        super().__init__(model.config)
         self.model = model
-        self.config = model.config
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, torch.bfloat16):
             return self.model(x).float()
 
 
+class OnnxSegmentor(BackendModule):
+    """An ONNX Runtime session behind the Segmentor interface used for inference
+    (``forward``: (B, 3, H, W) -> logits, ``config``, ``num_classes``)."""
+
+    def __init__(self, path: str | os.PathLike[str], config: ModelConfig, threads: int | None = None) -> None:
+        super().__init__(config)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise TransegError("the onnx backend needs onnxruntime: pip install 'transeg[onnx]'") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy())})
+        return torch.from_numpy(logits)
+
+
 def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
                            images: int | None = None,
-                           on_export: Callable[[Path], None] | None = None) -> nn.Module:
+                           on_export: Callable[[Path], None] | None = None) -> InferenceModel:
     """The model in its inference form, same outputs within 1e-4 of the training-form module (fp32).
 
     ``eager``: the PyTorch module in eval mode (SegFormer's decoder runs its composed projections,

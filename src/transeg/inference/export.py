@@ -1,17 +1,15 @@
-"""ONNX export with dynamic batch, height and width, and an ONNX Runtime module that runs it."""
+"""ONNX export with dynamic batch, height and width (ONNX Runtime runs it: ``inference.backends``)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.segmentor import Segmentor
-from transeg.weights.io import write_atomic
+from transeg.weights.files import write_atomic
 
 DEFAULT_OPSET = 18
 
@@ -31,7 +29,7 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
         raise TransegError("ONNX export needs the onnx extra: pip install 'transeg[onnx]'") from None
     if opset < 17:
         raise TransegError(f"opset {opset} is too old: LayerNorm needs 17 or later")
-    if size is None and not supports_dynamic_size(model):
+    if size is None and not model.onnx_dynamic_size:
         raise TransegError(f"{model.config.name}: its {model.config.encoder} encoder exports with a fixed input "
                            "size only; give one (transeg export --size H W)")
     if size is not None and min(size) < 32:
@@ -47,34 +45,3 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
         model, (example,), tmp, dynamo=True, opset_version=opset, input_names=["image"], output_names=["logits"],
         dynamic_shapes={"x": dims}, verbose=False))
     return path
-
-
-def supports_dynamic_size(model: Segmentor) -> bool:
-    """Whether ``model`` exports with dynamic height and width."""
-    return model.onnx_dynamic_size
-
-
-class OnnxSegmentor(nn.Module):
-    """An ONNX Runtime session behind the Segmentor interface used for inference
-    (``forward``: (B, 3, H, W) -> logits, ``config``, ``num_classes``)."""
-
-    def __init__(self, path: str | os.PathLike[str], config, threads: int | None = None) -> None:
-        super().__init__()
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise TransegError("the onnx backend needs onnxruntime: pip install 'transeg[onnx]'") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.config = config
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy())})
-        return torch.from_numpy(logits)

@@ -10,10 +10,12 @@ import numpy as np
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from transeg.data.images import IMAGE_SUFFIXES, default_palette, overlay, read_image, save_label_png
-from transeg.engine.inference import Predictor
+from transeg.data.images import IMAGE_SUFFIXES, read_image, save_label_png
+from transeg.data.labels import default_palette
 from transeg.errors import TransegError
+from transeg.inference.modes import Predictor
 from transeg.models.segmentor import Segmentor
+from transeg.viz import overlay
 
 
 def expand_images(specs: Iterable[str]) -> list[Path]:

@@ -12,10 +12,11 @@ from math import ceil
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
+from transeg.inference.backends import InferenceModel
+from transeg.models.layers.resize import resize
 
 MODES = ("whole", "slide", "ms-flip")
 MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -23,9 +24,7 @@ MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear (align_corners=False) resize of (B, C, h, w) to ``size``; a no-op at the same size."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x if tuple(x.shape[-2:]) == tuple(size) else resize(x, size)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -177,7 +176,7 @@ class Predictor:
     ``device`` and fed images normalised with ``model.config.mean``/``std``.
     """
 
-    def __init__(self, model: nn.Module, mode: str = "whole", crop: int | Sequence[int] | None = None,
+    def __init__(self, model: InferenceModel, mode: str = "whole", crop: int | Sequence[int] | None = None,
                  stride: int | Sequence[int] | None = None, scales: Sequence[float] = MS_SCALES,
                  flip: bool = True, size_divisor: int | None = None, batch_size: int = 4,
                  device: str | torch.device = "cpu", max_whole_pixels: int = 4096 * 4096) -> None:
@@ -194,9 +193,9 @@ class Predictor:
             if self.window is not None:
                 raise TransegError("size_divisor applies to whole-image inference, not slide windows")
             size_divisor = _positive_int("size_divisor", size_divisor)
-        config = getattr(model, "config", None)
-        if config is None or not hasattr(config, "mean") or not hasattr(config, "std"):
+        if not isinstance(model, InferenceModel):
             raise TransegError("the model has no config with mean/std to normalise images")
+        config = model.config
         try:
             self.device = torch.device(device)
             self.model = model.to(self.device).eval()
