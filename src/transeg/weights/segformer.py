@@ -212,6 +212,7 @@ HF_LAYER_NORM_EPS = 1e-5
 
 
 def hf_config_to_model_config(hf: dict[str, Any], source: str) -> ModelConfig:
+    """The transeg config of a transformers SegFormer ``config.json``."""
     if hf.get("model_type") != "segformer":
         raise TransegError(f"{source}: model_type {hf.get('model_type')!r} is not a SegFormer")
     try:
@@ -239,6 +240,7 @@ def hf_config_to_model_config(hf: dict[str, Any], source: str) -> ModelConfig:
 
 
 def model_config_to_hf_config(config: ModelConfig) -> dict[str, Any]:
+    """The transformers ``config.json`` of a standard SegFormer config."""
     if config.encoder != "mit" or config.decoder != "mlp":
         raise TransegError(f"only SegFormer models convert to transformers, not {config.name!r}")
     enc: MiTConfig = config.encoder_config
@@ -306,11 +308,13 @@ def infer_segformer_config(state: StateDict, source: str) -> ModelConfig:
 
 
 def load_official(path: Path, state: StateDict) -> Segmentor:
+    """An official SegFormer / MMSegmentation 0.x checkpoint; the config is read from its shapes."""
     state = official_to_transeg(state)
     return build_with_state(infer_segformer_config(state, str(path)), state, str(path))
 
 
 def load_hf_directory(directory: Path) -> Segmentor:
+    """A transformers ``SegformerForSemanticSegmentation`` directory (``config.json`` + weights)."""
     config_path = directory / "config.json"
     config = hf_config_to_model_config(read_json(config_path), source=str(config_path))
     return build_with_state(config, hf_to_transeg(read_weights(directory)), str(directory))
