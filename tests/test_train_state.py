@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,26 @@ def test_checkpoint_keeps_its_top_level_keys_and_their_meaning(scenes, tmp_path)
     assert isinstance(saved["best_miou"], float) and saved["best_miou"] == result.best_miou
     assert saved["nonfinite_in_row"] == 0 and saved["nonfinite_total"] == 0
     assert saved["train_config"] == cfg.model_dump(mode="json")
+
+
+def test_resuming_restores_every_field_of_a_checkpoint_in_the_existing_format(scenes, tmp_path):
+    cfg = two_step_config(scenes, tmp_path / "run")
+    trained = Trainer(cfg)
+    trained.fit(show_progress=False)
+    written = {  # as the trainer has always written it, with counters a clean run leaves at their start
+        "model": trained.model.state_dict(), "transeg_config": trained.model.config.to_json(),
+        "optimizer": trained.optimizer.state_dict(), "scheduler": trained.scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(), "iteration": trained.iteration, "best_miou": 0.25,
+        "nonfinite_in_row": 1, "nonfinite_total": 2, "train_config": cfg.model_dump(mode="json"),
+    }
+    ckpt.save_checkpoint(written, trained.ckpt_dir, trained.iteration, keep=5)
+    resumed = Trainer(cfg)
+    before = copy.deepcopy(resumed.snapshot().to_checkpoint())  # the model's entries alias its weights
+    assert resumed.resume()
+    after = resumed.snapshot().to_checkpoint()
+    assert set(after) == CHECKPOINT_KEYS
+    for key in CHECKPOINT_KEYS:
+        assert same(after[key], written[key]), key
+    # each restored field held something else before: the comparison above could have failed
+    descriptions = {"transeg_config", "train_config"}
+    assert {key for key in CHECKPOINT_KEYS if not same(before[key], written[key])} == CHECKPOINT_KEYS - descriptions

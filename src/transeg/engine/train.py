@@ -35,11 +35,12 @@ from transeg.engine.distributed import (
 from transeg.engine.evaluate import evaluate
 from transeg.engine.loss import IGNORE_INDEX, total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
+from transeg.engine.train_state import TrainState
 from transeg.errors import TransegError
 from transeg.models.config import build_model
 from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import model_config
-from transeg.weights.io import CONFIG_METADATA_KEY, load_encoder_weights, load_model, save_model
+from transeg.weights.io import load_encoder_weights, load_model, save_model
 
 
 def build_training_model(section: ModelSection, dataset: SegmentationDataset) -> Segmentor:
@@ -157,19 +158,35 @@ class Trainer:
         self.nonfinite_total = 0
 
     # ------------------------------------------------------------------ state
+    def snapshot(self) -> TrainState:
+        """The run as it stands."""
+        return TrainState(
+            model=self.model.state_dict(),
+            model_config=self.model.config.to_json(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            iteration=self.iteration,
+            best_miou=self.best_miou,
+            nonfinite_in_row=self.nonfinite_in_row,
+            nonfinite_total=self.nonfinite_total,
+            train_config=self.cfg.model_dump(mode="json"),
+        )
+
+    def restore(self, state: TrainState) -> None:
+        """Continue from ``state``; its configs describe the run it came from and are not applied."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.torch_rng)
+        self.iteration = state.iteration
+        self.best_miou = state.best_miou
+        self.nonfinite_in_row = state.nonfinite_in_row
+        self.nonfinite_total = state.nonfinite_total
+
     def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            CONFIG_METADATA_KEY: self.model.config.to_json(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "iteration": self.iteration,
-            "best_miou": self.best_miou,
-            "nonfinite_in_row": self.nonfinite_in_row,
-            "nonfinite_total": self.nonfinite_total,
-            "train_config": self.cfg.model_dump(mode="json"),
-        }
+        """The checkpoint dict of the run as it stands."""
+        return self.snapshot().to_checkpoint()
 
     def resume(self) -> bool:
         """Load the newest checkpoint of the output directory; False when there is none."""
@@ -178,15 +195,7 @@ class Trainer:
         path = ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
-        state = ckpt.load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.iteration = state["iteration"]
-        self.best_miou = state["best_miou"]
-        self.nonfinite_in_row = state["nonfinite_in_row"]
-        self.nonfinite_total = state["nonfinite_total"]
+        self.restore(TrainState.from_checkpoint(ckpt.load_checkpoint(path)))
         return True
 
     def save(self) -> Path | None:
