@@ -7,8 +7,6 @@ import dataclasses
 import json
 import math
 import re
-import signal
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,7 +33,9 @@ from transeg.engine.distributed import (
 from transeg.engine.evaluate import evaluate
 from transeg.engine.loss import IGNORE_INDEX, total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
+from transeg.engine.stopping import interrupt_flag
 from transeg.engine.train_state import TrainState
+from transeg.engine.training_log import TrainingLog
 from transeg.errors import TransegError
 from transeg.models.config import build_model
 from transeg.models.segmentor import Segmentor
@@ -87,48 +87,6 @@ class TrainResult:
     best_miou: float | None
     last_metrics: dict[str, Any] | None
     stopped_early: str | None = None
-
-
-@contextlib.contextmanager
-def _interrupt_flag():
-    """An Event set by Ctrl-C (SIGINT) for the duration: the loop stops between steps. A
-    KeyboardInterrupt raised at an arbitrary point can be swallowed (inside a finaliser or a C++
-    callback), and would then be lost. Off the main thread nothing is installed."""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-class _Log:
-    """JSON-lines log (and TensorBoard when installed), written by the main process."""
-
-    def __init__(self, directory: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = directory / "log.jsonl"
-        self.tensorboard = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tensorboard = SummaryWriter(str(directory / "tensorboard"))
-            except ImportError:
-                pass
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "iter":
-                    self.tensorboard.add_scalar(key, value, record["iter"])
 
 
 class Trainer:
@@ -275,7 +233,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.info.is_main:
             (self.out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-        log = _Log(self.out_dir, self.info.is_main)
+        log = TrainingLog(self.out_dir, self.info.is_main)
         self.model.train()
         network: nn.Module = _TrainForward(self.model)
         if self.info.distributed:
@@ -288,7 +246,7 @@ class Trainer:
                    TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
                    TimeRemainingColumn())
         with Progress(*columns, disable=not (show_progress and self.info.is_main)) as progress, \
-                _interrupt_flag() as interrupted:
+                interrupt_flag() as interrupted:
             task = progress.add_task("train", total=cfg.schedule.iterations, completed=self.iteration,
                                      loss=float("nan"), lr=self.optimizer.param_groups[0]["lr"], ips=0.0)
             try:
@@ -338,7 +296,7 @@ class Trainer:
                 f"up to iteration {self.iteration}; lower optimizer.lr, set train.grad_clip or use fp32"
             )
 
-    def _evaluate(self, log: _Log) -> dict[str, Any]:
+    def _evaluate(self, log: TrainingLog) -> dict[str, Any]:
         data = self.cfg.data
         metrics, _ = evaluate(self.model, self.val_set, self.cfg.eval, data.test_scale, data.size_divisor,
                               self.info, show_progress=False)
