@@ -209,7 +209,7 @@ def ade20k(root: str | Path, split: str, transform: Transform | None = None) -> 
 
 def cityscapes(root: str | Path, split: str, transform: Transform | None = None) -> SegmentationDataset:
     """Cityscapes fine: ``leftImg8bit/{split}/{city}/*_leftImg8bit.png`` with
-    ``gtFine/{split}/{city}/*_gtFine_labelTrainIds.png`` (make them with ``transeg.data.prepare.convert_cityscapes``)."""
+    ``gtFine/{split}/{city}/*_gtFine_labelTrainIds.png`` (made by ``transeg.data.prepare.convert_cityscapes``)."""
     root = Path(root)
     layout = "leftImg8bit/{split}/{city}/*_leftImg8bit.png and gtFine/{split}/{city}/*_labelTrainIds.png"
     image_dir = require_dir(root / "leftImg8bit" / split, layout)

@@ -2,8 +2,9 @@
 
 A checkpoint is a ``torch.save`` dict of tensors and plain values (readable with
 ``weights_only=True``): the model and optimizer states, the scheduler position, the RNG state, the
-iteration and the run's bookkeeping. The model's config travels with it as JSON, so a checkpoint
-is also a model file that ``load_model``, ``transeg eval`` and ``transeg predict`` accept.
+iteration and the run's bookkeeping, one key per field of :class:`transeg.engine.train_state.TrainState`.
+The model's config travels with it as JSON, so a checkpoint is also a model file that
+``load_model``, ``transeg eval`` and ``transeg predict`` accept.
 """
 
 from __future__ import annotations

@@ -7,16 +7,12 @@ import dataclasses
 import json
 import math
 import re
-import signal
-import threading
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -25,6 +21,7 @@ from transeg.data.labels import IGNORE_INDEX
 from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
 from transeg.data.transforms import train_transforms
 from transeg.engine import checkpoint as ckpt
+from transeg.engine.cadence import Cadence
 from transeg.engine.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -35,13 +32,17 @@ from transeg.engine.distributed import (
 from transeg.engine.evaluate import evaluate
 from transeg.engine.losses import total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
+from transeg.engine.progress import TrainingProgress
 from transeg.engine.recipe import ModelSection, TrainConfig
+from transeg.engine.stopping import Stopping, interrupt_flag
+from transeg.engine.train_state import TrainState
+from transeg.engine.training_log import TrainingLog
 from transeg.errors import TransegError
 from transeg.models.factory import build_model
 from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import model_config
 from transeg.weights.load import load_encoder_weights, load_model
-from transeg.weights.native import CONFIG_METADATA_KEY, save_model
+from transeg.weights.native import save_model
 
 
 def build_training_model(section: ModelSection, dataset: SegmentationDataset) -> Segmentor:
@@ -90,48 +91,6 @@ class TrainResult:
     stopped_early: str | None = None
 
 
-@contextlib.contextmanager
-def _interrupt_flag():
-    """An Event set by Ctrl-C (SIGINT) for the duration: the loop stops between steps. A
-    KeyboardInterrupt raised at an arbitrary point can be swallowed (inside a finaliser or a C++
-    callback), and would then be lost. Off the main thread nothing is installed."""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-class _Log:
-    """JSON-lines log (and TensorBoard when installed), written by the main process."""
-
-    def __init__(self, directory: Path, enabled: bool) -> None:
-        self.enabled = enabled
-        self.path = directory / "log.jsonl"
-        self.tensorboard = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tensorboard = SummaryWriter(str(directory / "tensorboard"))
-            except ImportError:
-                pass
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key != "iter":
-                    self.tensorboard.add_scalar(key, value, record["iter"])
-
-
 class Trainer:
     """Runs one training config: build, optionally resume, loop, evaluate, checkpoint."""
 
@@ -159,19 +118,35 @@ class Trainer:
         self.nonfinite_total = 0
 
     # ------------------------------------------------------------------ state
+    def snapshot(self) -> TrainState:
+        """The run as it stands."""
+        return TrainState(
+            model=self.model.state_dict(),
+            model_config=self.model.config.to_json(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            iteration=self.iteration,
+            best_miou=self.best_miou,
+            nonfinite_in_row=self.nonfinite_in_row,
+            nonfinite_total=self.nonfinite_total,
+            train_config=self.cfg.model_dump(mode="json"),
+        )
+
+    def restore(self, state: TrainState) -> None:
+        """Continue from ``state``; its configs describe the run it came from and are not applied."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.torch_rng)
+        self.iteration = state.iteration
+        self.best_miou = state.best_miou
+        self.nonfinite_in_row = state.nonfinite_in_row
+        self.nonfinite_total = state.nonfinite_total
+
     def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            CONFIG_METADATA_KEY: self.model.config.to_json(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "iteration": self.iteration,
-            "best_miou": self.best_miou,
-            "nonfinite_in_row": self.nonfinite_in_row,
-            "nonfinite_total": self.nonfinite_total,
-            "train_config": self.cfg.model_dump(mode="json"),
-        }
+        """The checkpoint dict of the run as it stands."""
+        return self.snapshot().to_checkpoint()
 
     def resume(self) -> bool:
         """Load the newest checkpoint of the output directory; False when there is none."""
@@ -180,15 +155,7 @@ class Trainer:
         path = ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
-        state = ckpt.load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.iteration = state["iteration"]
-        self.best_miou = state["best_miou"]
-        self.nonfinite_in_row = state["nonfinite_in_row"]
-        self.nonfinite_total = state["nonfinite_total"]
+        self.restore(TrainState.from_checkpoint(ckpt.load_checkpoint(path)))
         return True
 
     def save(self) -> Path | None:
@@ -259,56 +226,32 @@ class Trainer:
         return all_reduce_mean(total, self.info), parts_sum, finite
 
     def fit(self, show_progress: bool = True) -> TrainResult:
-        cfg = self.cfg
-        per_process = cfg.train.batch_size // (self.info.world_size * cfg.train.grad_accum)
-        if cfg.train.batch_size % (self.info.world_size * cfg.train.grad_accum):
-            raise TransegError(f"train.batch_size {cfg.train.batch_size} does not split over "
-                               f"{self.info.world_size} processes x {cfg.train.grad_accum} accumulation steps")
-        warn_if_batchnorm_batch_of_one(self.model, per_process)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        if self.info.is_main:
-            (self.out_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-        log = _Log(self.out_dir, self.info.is_main)
-        self.model.train()
-        network: nn.Module = _TrainForward(self.model)
-        if self.info.distributed:
-            network = DistributedDataParallel(network, device_ids=None if self.info.device.type == "cpu"
-                                              else [self.info.device])
+        """Train from the current iteration to the end of the schedule or the time limit, then save
+        the checkpoint and ``model.safetensors``. Ctrl-C saves a checkpoint and raises a TransegError."""
+        self._check_batch_split()
+        self._write_run_config()
+        log = TrainingLog(self.out_dir, self.info.is_main)
+        network = self._training_network()
         batches = iter(self._loader())
+        cadence = Cadence.of(self.cfg, has_validation=self.val_set is not None)
         last_metrics, stopped = None, None
-        start_time, window_start, window_iters = time.monotonic(), time.monotonic(), 0
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  {task.fields[ips]:.1f} img/s"),
-                   TimeRemainingColumn())
-        with Progress(*columns, disable=not (show_progress and self.info.is_main)) as progress, \
-                _interrupt_flag() as interrupted:
-            task = progress.add_task("train", total=cfg.schedule.iterations, completed=self.iteration,
-                                     loss=float("nan"), lr=self.optimizer.param_groups[0]["lr"], ips=0.0)
+        with TrainingProgress(log, self.cfg.train.batch_size, self.cfg.schedule.iterations, self.iteration,
+                              self._lr(), show_progress and self.info.is_main) as progress, \
+                interrupt_flag() as interrupted:
+            stopping = Stopping(self.cfg.schedule.iterations, self.cfg.train.time_limit_minutes, interrupted)
             try:
-                while self.iteration < cfg.schedule.iterations:
-                    if interrupted.is_set():
-                        raise KeyboardInterrupt
+                while stopping.budget_left(self.iteration):
+                    stopping.raise_if_interrupted()
                     loss, parts, applied = self._step(network, batches)
                     self.iteration += 1
-                    window_iters += 1
                     self._count_nonfinite(applied, loss)
-                    elapsed = time.monotonic() - window_start
-                    ips = window_iters * cfg.train.batch_size / max(elapsed, 1e-9)
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    progress.update(task, advance=1, loss=float(loss), lr=lr, ips=ips)
-                    if self.iteration % cfg.train.log_interval == 0 or self.iteration == cfg.schedule.iterations:
-                        log.write({"iter": self.iteration, "loss": float(loss), "lr": lr, "imgs_per_s": ips,
-                                   **{k: float(v) for k, v in parts.items()},
-                                   "skipped_steps": self.nonfinite_total})
-                        window_start, window_iters = time.monotonic(), 0
-                    if self.val_set is not None and (self.iteration % cfg.train.eval_interval == 0
-                                                     or self.iteration == cfg.schedule.iterations):
+                    progress.step(self.iteration, loss, parts, self._lr(), self.nonfinite_total,
+                                  record=cadence.logs_at(self.iteration))
+                    if cadence.evaluates_at(self.iteration):
                         last_metrics = self._evaluate(log)
-                    if self.iteration % cfg.train.checkpoint_interval == 0:
+                    if cadence.checkpoints_at(self.iteration):
                         self.save()
-                    limit = cfg.train.time_limit_minutes
-                    if limit is not None and time.monotonic() - start_time > limit * 60:
-                        stopped = f"time limit of {limit} minutes"
+                    if (stopped := stopping.time_limit_reached()) is not None:
                         break
             except KeyboardInterrupt:
                 path = self.save()
@@ -318,6 +261,31 @@ class Trainer:
         if self.info.is_main:
             save_model(self.model, self.out_dir / "model.safetensors")
         return TrainResult(self.iteration, self.out_dir, self.best_miou, last_metrics, stopped)
+
+    def _check_batch_split(self) -> None:
+        """The global batch must split evenly over processes and accumulation steps."""
+        train, world_size = self.cfg.train, self.info.world_size
+        if train.batch_size % (world_size * train.grad_accum):
+            raise TransegError(f"train.batch_size {train.batch_size} does not split over "
+                               f"{world_size} processes x {train.grad_accum} accumulation steps")
+        warn_if_batchnorm_batch_of_one(self.model, train.batch_size // (world_size * train.grad_accum))
+
+    def _write_run_config(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.info.is_main:
+            (self.out_dir / "config.json").write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=2))
+
+    def _training_network(self) -> nn.Module:
+        """The model in training mode, called through ``forward_train`` (under DDP when distributed)."""
+        self.model.train()
+        network: nn.Module = _TrainForward(self.model)
+        if self.info.distributed:
+            network = DistributedDataParallel(network, device_ids=None if self.info.device.type == "cpu"
+                                              else [self.info.device])
+        return network
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
     def _count_nonfinite(self, applied: bool, loss: torch.Tensor) -> None:
         if applied:
@@ -331,7 +299,7 @@ class Trainer:
                 f"up to iteration {self.iteration}; lower optimizer.lr, set train.grad_clip or use fp32"
             )
 
-    def _evaluate(self, log: _Log) -> dict[str, Any]:
+    def _evaluate(self, log: TrainingLog) -> dict[str, Any]:
         data = self.cfg.data
         metrics, _ = evaluate(self.model, self.val_set, self.cfg.eval, data.test_scale, data.size_divisor,
                               self.info, show_progress=False)
