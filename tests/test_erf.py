@@ -16,11 +16,12 @@ from transeg.api import create_model
 from transeg.cli import cli
 from transeg.errors import TransegError
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
+from transeg.models.encoders.base import Encoder
 from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import model_config
 
 
-class ConvStack(nn.Module):
+class ConvStack(Encoder):
     """Two stages of 3x3 stride-2 convs (+ Softplus): (B, 3, H, W) -> [(B, 8, H/2, W/2), (B, 16, H/4, W/4)].
 
     Stage-1 output i sees input rows 2i-1 … 2i+1, stage-2 output j rows 4j-3 … 4j+3."""
