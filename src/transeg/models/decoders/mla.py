@@ -20,7 +20,7 @@ logits at 1/4. Hierarchical encoders (MiT, Swin: 1/4 ... 1/32) need equal sizes 
 level's 1x1 projection runs at the level's own resolution and is upsampled to the first (finest)
 map; from the sum on everything runs at that size, and the head's upsampling by 4 gives logits at
 the input's resolution (stride 1). That is where SegFormer's Table 3 counts the classifier: its 87.7
-GFLOPs need the 3x3 convs at 1/4 and the classifier after the x4 upsampling (see ``tests/test_mla.py``).
+GFLOPs need the 3x3 convs at 1/4 and the classifier after the x4 upsampling (see ``tests/models/test_mla.py``).
 
 The classifier (1x1) is linear and bilinear upsampling commutes with channel mixing (its weights
 sum to one, so biases carry through): transeg classifies the concatenated maps before upsampling

@@ -119,7 +119,7 @@ def _onnx_matches_eager(model, tmp_path, shapes, size=None):
 
 
 def test_segmenter_onnx_matches_eager_at_odd_sizes(tmp_path):
-    from tests.test_segmenter import tiny_segmenter
+    from tests.models.test_segmenter import tiny_segmenter
 
     _onnx_matches_eager(tiny_segmenter(), tmp_path, [(1, 3, 64, 96), (2, 3, 75, 131), (1, 3, 97, 50)])
 
@@ -134,7 +134,7 @@ def test_segdeformer_onnx_matches_eager_at_odd_sizes(tmp_path):
 
 
 def test_swin_exports_at_a_fixed_size_only(tmp_path):
-    from tests.test_swin import tiny_swin
+    from tests.models.test_swin import tiny_swin
     from transeg.inference.export import export_onnx
 
     model = tiny_swin()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import transeg
-from tests.test_segmenter import randomize
+from tests.models.test_segmenter import randomize
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.uper import UperNetConfig, UperNetDecoder, UperNetFusion
 from transeg.models.encoders.swin import SwinConfig

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import transeg
-from tests.test_segmenter import randomize
+from tests.models.test_segmenter import randomize
 from transeg.analysis.complexity import count_parameters
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.uper import UperNetConfig

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import save_file
 
 import transeg
-from tests.test_segmenter import tiny_segmenter as _tiny
+from tests.models.test_segmenter import tiny_segmenter as _tiny
 from transeg.models.factory import build_model
 from transeg.models.layers.pos_embed import resize_pos_embed
 from transeg.weights.load import load_encoder_weights

@@ -8,7 +8,7 @@ import torch
 
 import transeg
 from tests.conftest import randomize_batchnorm
-from tests.test_segdeformer import C, close
+from tests.models.test_segdeformer import C, close
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.segdeformer.config import SegDeformerConfig

@@ -15,7 +15,7 @@ from transeg.data.check import check_dataset, diagnose
 from transeg.data.transforms import train_transforms
 from transeg.errors import TransegError
 
-CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+CAMVID = Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid"
 
 
 def write_image(path: Path, h: int = 6, w: int = 8) -> None:

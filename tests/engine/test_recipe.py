@@ -57,7 +57,7 @@ def test_bad_configs_name_the_key(tmp_path, text, overrides, expected):
 def test_every_recipe_in_configs_validates():
     from pathlib import Path
 
-    recipes = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    recipes = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
     assert len(recipes) >= 19
     for path in recipes:
         if path.parent.name != "_base":

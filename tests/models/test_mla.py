@@ -14,7 +14,7 @@ from torch import nn
 
 import transeg
 from tests.conftest import randomize_batchnorm
-from tests.test_segmenter import randomize
+from tests.models.test_segmenter import randomize
 from transeg.analysis.complexity import count_macs, count_parameters
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
