@@ -13,6 +13,8 @@ from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine import checkpoint as ckpt
 from transeg.engine.recipe import TrainConfig, parse_config
 from transeg.engine.train import Trainer
+from transeg.engine.train_state import TrainState
+from transeg.errors import TransegError
 
 # The top-level keys of a training checkpoint as written since the first release: checkpoints
 # already on disk hold these, so they must keep resuming.
@@ -85,3 +87,9 @@ def test_resuming_restores_every_field_of_a_checkpoint_in_the_existing_format(sc
     # each restored field held something else before: the comparison above could have failed
     descriptions = {"transeg_config", "train_config"}
     assert {key for key in CHECKPOINT_KEYS if not same(before[key], written[key])} == CHECKPOINT_KEYS - descriptions
+
+
+def test_an_incomplete_checkpoint_is_named_not_a_key_error():
+    expected = r"iter_9\.pt: not a complete transeg training checkpoint \(missing best_miou"
+    with pytest.raises(TransegError, match=expected):
+        TrainState.from_checkpoint({"model": {}, "iteration": 9}, "iter_9.pt")

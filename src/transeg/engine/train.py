@@ -155,7 +155,7 @@ class Trainer:
         path = ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
-        self.restore(TrainState.from_checkpoint(ckpt.load_checkpoint(path)))
+        self.restore(TrainState.from_checkpoint(ckpt.load_checkpoint(path), str(path)))
         return True
 
     def save(self) -> Path | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from transeg.errors import TransegError
 from transeg.weights.native import CONFIG_METADATA_KEY
 
 # Checkpoint keys that differ from the field names; every other field is stored under its own name.
@@ -42,6 +43,11 @@ class TrainState:
         return {_checkpoint_key(field.name): getattr(self, field.name) for field in dataclasses.fields(self)}
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> TrainState:
-        """The state a checkpoint dict (as ``load_checkpoint`` returns it) holds."""
-        return cls(**{field.name: checkpoint[_checkpoint_key(field.name)] for field in dataclasses.fields(cls)})
+    def from_checkpoint(cls, checkpoint: dict[str, Any], source: str = "checkpoint") -> TrainState:
+        """The state a checkpoint dict (as ``load_checkpoint`` returns it) holds; a missing entry is a
+        TransegError naming it and ``source``."""
+        keys = {field.name: _checkpoint_key(field.name) for field in dataclasses.fields(cls)}
+        missing = sorted(key for key in keys.values() if key not in checkpoint)
+        if missing:
+            raise TransegError(f"{source}: not a complete transeg training checkpoint (missing {', '.join(missing)})")
+        return cls(**{name: checkpoint[key] for name, key in keys.items()})
