@@ -11,10 +11,14 @@ from transeg.weights.load import load_encoder_weights
 
 
 def create_model(name: str, num_classes: int | None = None, encoder_weights: str | os.PathLike[str] | None = None,
-                 class_names: tuple[str, ...] | None = None) -> Segmentor:
+                 class_names: tuple[str, ...] | None = None,
+                 image_size: int | tuple[int, int] | None = None) -> Segmentor:
     """A new model of a named variant; ``encoder_weights`` initialises the encoder from a
-    pretrained backbone file (e.g. an ImageNet ``mit_b2.pth``)."""
-    model = build_model(model_config(name, num_classes, class_names))
+    pretrained backbone file (e.g. an ImageNet ``mit_b2.pth``). ``image_size`` (ViT encoders: an
+    int or (H, W), multiples of the patch size) is the size the position embeddings are learned
+    for, the training crop as in the official Segmenter: pretrained ones are resized to it once,
+    here, and inputs of that size use them as they are."""
+    model = build_model(model_config(name, num_classes, class_names, image_size))
     if encoder_weights is not None:
         load_encoder_weights(model, encoder_weights)
     return model

@@ -26,8 +26,11 @@ class ModelSection(_Section):
     num_classes: PositiveInt | None = None  # default: the dataset's class count
     encoder_weights: str | None = None  # pretrained backbone (e.g. mit_b0.pth)
     init: str | None = None  # a whole model to fine-tune from (any format load_model reads)
-    drop_path_rate: float | None = Field(None, ge=0, lt=1)
+    image_size: PositiveInt | Pair | None = None  # ViT position-embedding size (Segmenter: the crop)
+    drop_path_rate: float | None = Field(None, ge=0, lt=1)  # encoder stochastic depth
+    encoder_dropout: float | None = Field(None, ge=0, lt=1)  # ViT dropout (Segmenter Table 2)
     decoder_dropout: float | None = Field(None, ge=0, lt=1)
+    decoder_layers: PositiveInt | None = None  # mask transformer blocks (Segmenter: 2; L/16 Cityscapes: 1)
 
 
 class DataSection(_Section):

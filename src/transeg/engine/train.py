@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import re
@@ -37,35 +36,27 @@ from transeg.engine.recipe import ModelSection, TrainConfig
 from transeg.engine.stopping import Stopping, interrupt_flag
 from transeg.engine.train_state import TrainState
 from transeg.engine.training_log import TrainingLog
+from transeg.engine.training_model import section_num_classes, training_model_config
 from transeg.errors import TransegError
 from transeg.models.factory import build_model
 from transeg.models.segmentor import Segmentor
-from transeg.models.zoo import model_config
 from transeg.weights.load import load_encoder_weights, load_model
 from transeg.weights.native import save_model
 
 
 def build_training_model(section: ModelSection, dataset: SegmentationDataset) -> Segmentor:
-    """The model a config asks for: a zoo variant (optionally with a pretrained encoder) or a
-    checkpoint to fine-tune, with the dataset's classes and palette."""
-    classes = dataset.classes
-    num_classes = section.num_classes or len(classes)
-    if num_classes != len(classes):
-        raise TransegError(f"model.num_classes is {num_classes} but the dataset has {len(classes)} classes")
+    """The model a config asks for: a zoo variant (optionally with a pretrained encoder, its
+    position embeddings resized once to ``section.image_size``) or a checkpoint to fine-tune, with
+    the dataset's classes and palette."""
+    classes = tuple(dataset.classes)
     if section.init is not None:
+        num_classes = section_num_classes(section, classes)
         model = load_model(section.init)
         if model.num_classes != num_classes:
             raise TransegError(f"{section.init}: {model.num_classes} classes, the dataset has {num_classes}")
         return model
-    config = model_config(section.name, num_classes, class_names=classes)
-    config = dataclasses.replace(config, palette=tuple(tuple(int(c) for c in rgb) for rgb in dataset.palette))
-    if section.drop_path_rate is not None:
-        config = dataclasses.replace(config, encoder_config=dataclasses.replace(
-            config.encoder_config, drop_path_rate=section.drop_path_rate))
-    if section.decoder_dropout is not None:
-        config = dataclasses.replace(config, decoder_config=dataclasses.replace(
-            config.decoder_config, dropout=section.decoder_dropout))
-    model = build_model(config)
+    palette = tuple(tuple(int(c) for c in rgb) for rgb in dataset.palette)
+    model = build_model(training_model_config(section, classes, palette))
     if section.encoder_weights is not None:
         load_encoder_weights(model, section.encoder_weights)
     return model

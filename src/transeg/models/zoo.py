@@ -223,9 +223,24 @@ def with_decoder_width(config: ModelConfig, width: int) -> ModelConfig:
     return dataclasses.replace(config, name=f"{config.name}-c{width}", decoder_config=decoder)
 
 
-def model_config(name: str, num_classes: int | None = None,
-                 class_names: tuple[str, ...] | None = None) -> ModelConfig:
-    """The config of a named variant, with the class count (default 150, ADE20K) replaced."""
+def with_image_size(config: ModelConfig, image_size: int | tuple[int, int]) -> ModelConfig:
+    """``config`` with its encoder's position-embedding grid learned for ``image_size`` (H, W) or
+    square inputs (the official Segmenter's ``image_size``: the training crop). Only encoders with
+    learned position embeddings at one size (ViT) have one."""
+    if not hasattr(config.encoder_config, "image_size"):
+        raise TransegError(f"image_size {image_size}: the {config.encoder!r} encoder of {config.name} "
+                           "has no position-embedding size to set")
+    h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+    if h < 1 or w < 1:
+        raise TransegError(f"image_size must be positive, got {image_size}")
+    encoder = dataclasses.replace(config.encoder_config, image_size=h if h == w else (h, w))
+    return dataclasses.replace(config, encoder_config=encoder)
+
+
+def model_config(name: str, num_classes: int | None = None, class_names: tuple[str, ...] | None = None,
+                 image_size: int | tuple[int, int] | None = None) -> ModelConfig:
+    """The config of a named variant, with the class count (default 150, ADE20K) replaced and, for
+    a ViT, the position embeddings learned at ``image_size`` (default: the variant's, 512)."""
     if name not in ZOO:
         raise TransegError(f"unknown model name {name!r}; known: {', '.join(list_models())}")
     config = ZOO[name]
@@ -237,4 +252,6 @@ def model_config(name: str, num_classes: int | None = None,
         if num_classes < 1:
             raise TransegError(f"num_classes must be at least 1, got {num_classes}")
         config = dataclasses.replace(config, num_classes=num_classes, class_names=class_names)
+    if image_size is not None:
+        config = with_image_size(config, image_size)
     return config

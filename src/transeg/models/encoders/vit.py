@@ -46,6 +46,10 @@ class ViTConfig:
     ViTs: 1e-6; official Segmenter: 1e-5, PyTorch's default; transformers: its ``layer_norm_eps``,
     1e-12 by default). ``out_indices`` are the blocks whose outputs are returned, in increasing
     order; the last must be the final block, whose output goes through the final LayerNorm.
+    ``dropout`` is the official Segmenter's encoder dropout (its ``--dropout``, Table 2 of the
+    paper): on the tokens after the position embeddings, on the attention weights, after the
+    attention projection and after each MLP layer. ``drop_path_rate`` is the stochastic depth of
+    the last block, rising linearly from 0 over the blocks.
     """
 
     patch_size: int = 16
@@ -56,6 +60,7 @@ class ViTConfig:
     image_size: int | tuple[int, int] = 512
     distilled: bool = False
     drop_path_rate: float = 0.1
+    dropout: float = 0.0
     norm_eps: float = 1e-6
     in_channels: int = 3
     out_indices: tuple[int, ...] = (-1,)
@@ -64,6 +69,9 @@ class ViTConfig:
     def __post_init__(self) -> None:
         if self.embed_dim % self.heads:
             raise TransegError(f"ViTConfig: embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
+        for key in ("dropout", "drop_path_rate"):
+            if not 0 <= getattr(self, key) < 1:
+                raise TransegError(f"ViTConfig: {key} {getattr(self, key)} is not in [0, 1)")
         size = _pair(self.image_size)
         if size[0] % self.patch_size or size[1] % self.patch_size:
             raise TransegError(f"ViTConfig: image_size {self.image_size} is not a multiple of "
@@ -121,8 +129,11 @@ class VisionTransformer(Encoder):
         if cfg.distilled:
             self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_extra_tokens + self.grid[0] * self.grid[1], d))
+        self.pos_drop = nn.Dropout(cfg.dropout)
         rates = linear_rates(cfg.drop_path_rate, cfg.depth)
-        self.blocks = nn.ModuleList(TransformerBlock(d, cfg.heads, cfg.mlp_ratio, r, cfg.norm_eps) for r in rates)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, cfg.heads, cfg.mlp_ratio, r, cfg.norm_eps, dropout=cfg.dropout) for r in rates
+        )
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         n_out = len(cfg.out_indices)
         self.out_channels: tuple[int, ...] = (d,) * n_out
@@ -157,7 +168,7 @@ class VisionTransformer(Encoder):
         x = self.patch_embed(x)
         grid = (x.shape[2], x.shape[3])
         x = torch.cat([self.extra_tokens(b), x.flatten(2).transpose(1, 2)], dim=1)
-        x = x + self.position_embedding(grid)
+        x = self.pos_drop(x + self.position_embedding(grid))
         features = []
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
