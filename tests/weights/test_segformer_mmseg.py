@@ -219,3 +219,18 @@ def test_convert_to_transeg_and_not_to_transformers(mmseg_state, tmp_path):
     with pytest.raises(TransegError, match="segformer-mmseg-b0: MMSegmentation's SegformerHead .* no transformers"):
         save_hf_pretrained(model, tmp_path / "hf")
     assert not (tmp_path / "hf" / "model.safetensors").exists()
+
+
+class HistoryBuffer:
+    """Stands for mmengine's logging objects, which 1.x training checkpoints pickle beside the weights."""
+
+    def __init__(self) -> None:
+        self.values = [1.0]
+
+
+def test_mmengine_training_checkpoint_is_refused_in_one_line(mmseg_state, tmp_path):
+    path = tmp_path / "iter_160000.pth"
+    torch.save({**WRAPPERS["1.x"](mmseg_state), "message_hub": {"log_scalars": {"loss": HistoryBuffer()}}}, path)
+    with pytest.raises(TransegError, match=rf"^{path}: cannot read checkpoint safely \(") as error:
+        transeg.load_model(path)
+    assert "\n" not in str(error.value)
