@@ -86,6 +86,8 @@ class TrainSection(_Section):
     keep_checkpoints: PositiveInt = 3
     max_nonfinite_steps: PositiveInt = 20  # consecutive skipped steps before training stops
     aux_loss_weights: dict[str, float] = Field(default_factory=dict)  # override the model's: aux name -> weight
+    # the cross-entropy's divisor: labelled pixels, or all pixels as MMSegmentation (the papers' recipes)
+    loss_average: Literal["labelled", "all"] = "labelled"
     time_limit_minutes: PositiveFloat | None = None  # stop (and checkpoint) after this wall time
     on_bad_sample: Literal["error", "skip"] = "error"  # skip: replace unreadable samples, warn once each
 

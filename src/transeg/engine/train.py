@@ -16,7 +16,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from transeg.data.datasets import SegmentationDataset, build_dataset
-from transeg.data.labels import IGNORE_INDEX
 from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
 from transeg.data.transforms import train_transforms
 from transeg.engine import checkpoint as ckpt
@@ -29,7 +28,7 @@ from transeg.engine.distributed import (
     warn_if_batchnorm_batch_of_one,
 )
 from transeg.engine.evaluate import evaluate
-from transeg.engine.losses import total_loss
+from transeg.engine.losses import global_loss_divisor, total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
 from transeg.engine.progress import TrainingProgress
 from transeg.engine.recipe import ModelSection, TrainConfig
@@ -176,15 +175,6 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
         )
 
-    def _per_process_count(self, label: torch.Tensor) -> torch.Tensor | None:
-        """Divisor making the DDP-averaged gradient that of the loss averaged over every labelled
-        pixel of the global batch: the global count / world size (None: this process's own count)."""
-        if not self.info.distributed:
-            return None
-        count = (label != IGNORE_INDEX).sum().float()
-        torch.distributed.all_reduce(count)
-        return count / self.info.world_size
-
     def _step(self, network: nn.Module, batches) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
         """One optimizer step over ``grad_accum`` micro-batches; returns loss, parts, and whether it was applied."""
         cfg = self.cfg.train
@@ -199,7 +189,8 @@ class Trainer:
                 else contextlib.nullcontext()
             with sync, torch.autocast(self.info.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
                 out = network(image)
-            loss, parts = total_loss(out, label, cfg.aux_loss_weights, self._per_process_count(label))
+            divisor = global_loss_divisor(label, cfg.loss_average, self.info)  # global-batch average under DDP
+            loss, parts = total_loss(out, label, cfg.aux_loss_weights, divisor)
             with sync:
                 (loss / cfg.grad_accum).backward()
             total += loss.detach() / cfg.grad_accum

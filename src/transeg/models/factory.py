@@ -14,6 +14,7 @@ from transeg.models.decoders.linear import LinearDecoder, LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformer, MaskTransformerConfig
 from transeg.models.decoders.mla import MLAConfig, MLADecoder
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
+from transeg.models.decoders.mmseg_mlp import SegformerHead, SegformerHeadConfig
 from transeg.models.decoders.segdeformer import build_segdeformer
 from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.decoders.uper import UperNetConfig, UperNetDecoder
@@ -33,6 +34,7 @@ ENCODERS: dict[str, tuple[type, Callable[..., Encoder]]] = {
 }
 DECODERS: dict[str, tuple[type, Callable[..., Decoder]]] = {
     "mlp": (MLPDecoderConfig, MLPDecoder),
+    "mmseg_mlp": (SegformerHeadConfig, SegformerHead),  # MMSegmentation's SegformerHead
     "linear": (LinearDecoderConfig, LinearDecoder),
     "mask_transformer": (MaskTransformerConfig, MaskTransformer),
     "uper": (UperNetConfig, UperNetDecoder),

@@ -13,6 +13,7 @@ from transeg.models.decoders.linear import LinearDecoderConfig
 from transeg.models.decoders.mask_transformer import MaskTransformerConfig
 from transeg.models.decoders.mla import MLAConfig
 from transeg.models.decoders.mlp import MLPDecoderConfig
+from transeg.models.decoders.mmseg_mlp import SegformerHeadConfig
 from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.decoders.uper import UperNetConfig
 from transeg.models.encoders.mit import MiTConfig
@@ -144,9 +145,33 @@ ZOO.update({c.name: c for c in [
     ModelConfig(name="mla-vit-l16", encoder="vit", decoder="mla", decoder_config=MLA_DECODER, num_classes=150,
                 encoder_config=dataclasses.replace(vit_config("l16"), out_indices=(5, 11, 17, 23), drop_path_rate=0.0),
                 mean=VIT_MEAN, std=VIT_STD),
-    ModelConfig(name="upernet-mit-b2", encoder="mit", encoder_config=MIT_VARIANTS["b2"], decoder="uper",
-                decoder_config=UPERNET_DECODER, num_classes=150),
+    *(ModelConfig(name=f"upernet-mit-{v}", encoder="mit", encoder_config=MIT_VARIANTS[v], decoder="uper",
+                  decoder_config=UPERNET_DECODER, num_classes=150) for v in ("b2", "b5")),
 ]})
+
+# SegFormer Table 3's other encoders with the All-MLP decoder: Swin-T (C = 768, as on MiT-B2/B5) and
+# ViT-L/16. For ViT-L the table's 0.6 M / 0.6 GFLOPs rule out C = 768 (0.90 M, 0.92 G for the last map
+# alone); the last map alone at C = 512, without a fuse conv (as "S4" in Table 1d), gives 0.60 M and
+# 0.62 G. (Four maps at C = 128 would fit too, 0.61 M and 0.62 G; nothing published decides.)
+ZOO.update({c.name: c for c in [
+    ModelConfig(name="segformer-swin-t", encoder="swin", encoder_config=SWIN_VARIANTS["t"], decoder="mlp",
+                decoder_config=MLPDecoderConfig(embed_dim=768), num_classes=150),
+    ModelConfig(name="segformer-vit-l16", encoder="vit", encoder_config=vit_config("l16"), decoder="mlp",
+                decoder_config=MLPDecoderConfig(embed_dim=512), num_classes=150, mean=VIT_MEAN, std=VIT_STD),
+]})
+
+# MMSegmentation's SegFormer (its model zoo's checkpoints): the same MiT, with LayerNorm eps 1e-6
+# everywhere, and MMSegmentation's SegformerHead (a ConvModule per stage, C = 256 for every variant).
+# Its head is also the "SegFormer" baseline of the SegDeformer paper.
+MMSEG_MIT_EPS = 1e-6
+ZOO.update({
+    f"segformer-mmseg-{v}": ModelConfig(
+        name=f"segformer-mmseg-{v}", encoder="mit",
+        encoder_config=dataclasses.replace(MIT_VARIANTS[v], norm_eps=MMSEG_MIT_EPS, embed_norm_eps=MMSEG_MIT_EPS),
+        decoder="mmseg_mlp", decoder_config=SegformerHeadConfig(channels=256), num_classes=150,
+    )
+    for v in MIT_VARIANTS
+})
 
 # SegDeformer (Shi et al. 2022): the paper's rows (Tables 1, 3, 7). C = 256 on MiT, as every MiT row's
 # parameter count implies (and Table 8's "(-,256)" for B2): the authors' SegFormer baseline is the

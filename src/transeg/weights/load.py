@@ -7,7 +7,8 @@
 * transeg files: ``.safetensors`` with the model config in the metadata (or a ``.json`` beside), and
   training checkpoints (``iter_*.pt``, the model config inside);
 * pickled state dicts, by the ``checkpoints`` each family in ``FAMILIES`` declares, in order:
-  Segmenter (official, MMSegmentation), official SegDeformer, official SegFormer / MMSegmentation 0.x,
+  Segmenter (official, MMSegmentation), official SegDeformer, MMSegmentation's model-zoo SegFormer
+  (``SegformerHead``: ``decode_head.fusion_conv``), official SegFormer (``decode_head.linear_c*``),
   and the bare backbones (ViT, Swin, ResNet, MiT), which are named and pointed at ``encoder_weights``.
 
 Foreign pickles are opened with ``torch.load(weights_only=True)``: no code in them runs.

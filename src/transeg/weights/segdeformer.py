@@ -3,9 +3,7 @@
 The official checkpoints (lygsbw/segdeformer, an MMSegmentation 0.29 fork) hold a MiT ``backbone.*``
 and a ``SegDeformerHead3`` ``decode_head.*``. Their configs build MMSegmentation's own
 ``MixVisionTransformer`` from ``mit_b*_mm.pth``, so the backbone keys are MMSegmentation's
-(``layers.{s}.0`` patch embedding, ``layers.{s}.1.{j}`` blocks with a fused ``attn.attn.in_proj_*``
-and ``ffn.layers.{0,1,4}``, ``layers.{s}.2`` stage norm); the official SegFormer names
-(``block{s}.{j}.attn.q`` …) are read too.
+(``weights/mmseg_mit.py``); the official SegFormer names (``block{s}.{j}.attn.q`` …) are read too.
 
 Head keys, official -> transeg (the released-mode decoder, ``models/decoders/segdeformer/released.py``):
 
@@ -24,22 +22,23 @@ patch embeddings and the spatial reduction); ``segdeformer_model_config`` sets i
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
-
-import torch
 
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.segmentor import Segmentor
-from transeg.models.zoo import find_variant
+from transeg.models.zoo import MMSEG_MIT_EPS, find_variant
 from transeg.weights import segformer
 from transeg.weights.files import StateDict
 from transeg.weights.formats import CheckpointFormat, Formats
 from transeg.weights.keys import Rules, build_with_state, preview_keys, rename
-
-MMSEG_MIT_EPS = 1e-6
+from transeg.weights.mmseg_mit import (
+    is_mmseg_mit,
+    mmseg_mit_to_official,
+    official_mit_to_mmseg,
+    transeg_mit_to_official,
+)
 
 _HEAD: list[tuple[str, str]] = [  # (official regex, transeg replacement), both without the prefixes
     (r"convs\.(\d+)\.(conv|bn)\.(\w+)", r"proj.\1.\2.\3"),
@@ -66,68 +65,6 @@ def is_segdeformer_state(state: StateDict) -> bool:
     return any(k.startswith(("decode_head.class_token.", "decode_head.trans.")) for k in state)
 
 
-def is_mmseg_mit(state: StateDict) -> bool:
-    """MMSegmentation MiT backbone keys (``layers.{s}.{0,1,2}``), with or without ``backbone.``."""
-    return any(re.match(r"(backbone\.)?layers\.\d+\.0\.projection\.", k) for k in state)
-
-
-# --------------------------------------------------------------------------- MMSegmentation MiT
-def mmseg_mit_to_official(state: StateDict) -> StateDict:
-    """MMSegmentation MiT keys -> official SegFormer keys (the inverse of its ``mit2mmseg.py``):
-    ``in_proj`` is split into ``q`` and ``kv``, the 1x1-conv FFN weights become Linear weights."""
-    out: StateDict = {}
-    for key, value in state.items():
-        m = re.fullmatch(r"layers\.(\d+)\.(\d)\.(.+)", key)
-        if m is None:
-            out[key] = value
-            continue
-        stage, part, rest = int(m.group(1)) + 1, m.group(2), m.group(3)
-        if part == "0":  # patch embedding
-            out[f"patch_embed{stage}.{rest.replace('projection.', 'proj.')}"] = value
-        elif part == "2":
-            out[f"norm{stage}.{rest}"] = value
-        elif mb := re.fullmatch(r"(\d+)\.attn\.attn\.in_proj_(weight|bias)", rest):
-            prefix, dim = f"block{stage}.{mb.group(1)}.attn", value.shape[0] // 3
-            out[f"{prefix}.q.{mb.group(2)}"] = value[:dim]
-            out[f"{prefix}.kv.{mb.group(2)}"] = value[dim:]
-        else:
-            rest = rest.replace("attn.attn.out_proj.", "attn.proj.")
-            for theirs, ours in (("ffn.layers.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.dwconv.dwconv."),
-                                 ("ffn.layers.4.", "mlp.fc2.")):
-                rest = rest.replace(theirs, ours)
-            if re.search(r"mlp\.fc[12]\.weight$", rest):
-                value = value.flatten(1)  # (out, in, 1, 1) -> (out, in)
-            out[f"block{stage}.{rest}"] = value
-    return out
-
-
-def official_mit_to_mmseg(state: StateDict) -> StateDict:
-    """Official SegFormer MiT keys -> MMSegmentation's (what ``mit2mmseg.py`` does)."""
-    out: StateDict = {}
-    for key, value in state.items():
-        if m := re.fullmatch(r"patch_embed(\d)\.(proj|norm)\.(\w+)", key):
-            part = "projection" if m.group(2) == "proj" else "norm"
-            out[f"layers.{int(m.group(1)) - 1}.0.{part}.{m.group(3)}"] = value
-        elif m := re.fullmatch(r"norm(\d)\.(\w+)", key):
-            out[f"layers.{int(m.group(1)) - 1}.2.{m.group(2)}"] = value
-        elif m := re.fullmatch(r"block(\d)\.(\d+)\.(.+)", key):
-            prefix, rest = f"layers.{int(m.group(1)) - 1}.1.{m.group(2)}", m.group(3)
-            if mq := re.fullmatch(r"attn\.q\.(weight|bias)", rest):
-                kv = state[f"block{m.group(1)}.{m.group(2)}.attn.kv.{mq.group(1)}"]
-                out[f"{prefix}.attn.attn.in_proj_{mq.group(1)}"] = torch.cat([value, kv], dim=0)
-            elif not rest.startswith("attn.kv."):
-                rest = rest.replace("attn.proj.", "attn.attn.out_proj.")
-                for ours, theirs in (("mlp.fc1.", "ffn.layers.0."), ("mlp.dwconv.dwconv.", "ffn.layers.1."),
-                                     ("mlp.fc2.", "ffn.layers.4.")):
-                    rest = rest.replace(ours, theirs)
-                if re.fullmatch(r"ffn\.layers\.[04]\.weight", rest):
-                    value = value[:, :, None, None]
-                out[f"{prefix}.{rest}"] = value
-        else:
-            raise TransegError(f"official MiT weights: unexpected key {key!r}")
-    return out
-
-
 # --------------------------------------------------------------------------- whole checkpoints
 def official_to_transeg(state: StateDict) -> StateDict:
     """An official SegDeformer checkpoint (``backbone.*`` MiT in MMSegmentation or official SegFormer
@@ -148,27 +85,12 @@ def official_to_transeg(state: StateDict) -> StateDict:
 def transeg_to_official(state: StateDict, backbone: str = "mmseg") -> StateDict:
     """A transeg released-mode MiT model -> an official checkpoint's ``state_dict`` (``backbone``:
     "mmseg", as the released checkpoints, or "official" SegFormer names)."""
-    encoder_rules: Rules = [(rf"encoder\.{p}", r) for p, r in _TRANSEG_TO_OFFICIAL_MIT]
-    mit = rename({k: v for k, v in state.items() if k.startswith("encoder.")}, encoder_rules, "transeg MiT encoder")
-    mit = _one_based_stages(mit)
+    mit = transeg_mit_to_official({k: v for k, v in state.items() if k.startswith("encoder.")})
     if backbone == "mmseg":
         mit = official_mit_to_mmseg(mit)
     head_rules: Rules = [(rf"decoder\.{p}", f"decode_head.{r}") for p, r in _HEAD_BACK]
     head = rename({k: v for k, v in state.items() if k.startswith("decoder.")}, head_rules, "transeg SegDeformer")
     return {**{f"backbone.{k}": v for k, v in mit.items()}, **head}
-
-
-_TRANSEG_TO_OFFICIAL_MIT: Rules = [
-    (r"stages\.(\d+)\.patch_embed\.(proj|norm)\.(\w+)", r"patch_embed{\1}.\2.\3"),
-    (r"stages\.(\d+)\.blocks\.(\d+)\.mlp\.dwconv\.(\w+)", r"block{\1}.\2.mlp.dwconv.dwconv.\3"),
-    (r"stages\.(\d+)\.blocks\.(\d+)\.(.+)", r"block{\1}.\2.\3"),
-    (r"stages\.(\d+)\.norm\.(\w+)", r"norm{\1}.\2"),
-]
-
-
-def _one_based_stages(state: StateDict) -> StateDict:
-    """Turn the ``{i}`` stage placeholders of ``_TRANSEG_TO_OFFICIAL_MIT`` into 1-based numbers."""
-    return {re.sub(r"\{(\d+)\}", lambda m: str(int(m.group(1)) + 1), k): v for k, v in state.items()}
 
 
 # --------------------------------------------------------------------------- config

@@ -8,9 +8,12 @@ transeg keys (the project's file format):
 * ``encoder.stages.{i}.norm.*``
 * ``decoder.{proj.{i},fuse,norm,classifier}.*``
 
-Foreign formats: the official SegFormer / MMSegmentation 0.x ``.pth`` (``backbone.`` prefix,
-fused ``kv``, ``decode_head.linear_c{1..4}``), the ImageNet MiT backbones (``mit_b*.pth``), and
-Hugging Face transformers (4.x names; 5.x in-memory names are normalised to them first).
+Foreign formats: the official SegFormer ``.pth`` (NVlabs, an MMSegmentation 0.x fork: ``backbone.``
+prefix, fused ``kv``, ``decode_head.linear_c{1..4}``), the checkpoints of MMSegmentation's own model
+zoo (0.x and 1.x: its MiT layout, ``weights/mmseg_mit.py``, and its ``SegformerHead``, a different
+head: ``decode_head.convs.{i}``, ``fusion_conv``, ``conv_seg``), the ImageNet MiT backbones
+(``mit_b*.pth``), and Hugging Face transformers (4.x names; 5.x in-memory names are normalised to
+them first).
 A key that no rule knows is an error naming it: nothing is dropped silently, except the keys
 known to be unused (``decode_head.conv_seg``, classification heads).
 
@@ -33,13 +36,15 @@ from safetensors.torch import save_file
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.mlp import MLPDecoderConfig
+from transeg.models.decoders.mmseg_mlp import SegformerHeadConfig
 from transeg.models.encoders.base import Encoder
 from transeg.models.encoders.mit import MiTConfig
 from transeg.models.segmentor import Segmentor
-from transeg.models.zoo import find_variant
+from transeg.models.zoo import MMSEG_MIT_EPS, find_variant
 from transeg.weights.files import StateDict, read_json, read_safetensors, read_torch_file, read_weights, write_atomic
 from transeg.weights.formats import CheckpointFormat, DirectoryFormat, Formats, backbone_only
-from transeg.weights.keys import Rules, build_with_state, rename, strip_to_encoder
+from transeg.weights.keys import Rules, build_with_state, preview_keys, rename, strip_to_encoder
+from transeg.weights.mmseg_mit import is_mmseg_mit, mmseg_mit_to_official
 
 # --------------------------------------------------------------------------- official / mmseg 0.x
 _OFFICIAL_BLOCK = r"(norm1|attn\.q|attn\.kv|attn\.sr|attn\.norm|attn\.proj|norm2|mlp\.fc1|mlp\.fc2)"
@@ -81,6 +86,56 @@ def _official_key(key: str) -> str | None:
     if re.fullmatch(r"decode_head\.conv_seg\.\w+|head\.\w+", key):
         return ""  # unused BaseDecodeHead classifier / ImageNet classification head
     return None
+
+
+# --------------------------------------------------------------------------- MMSegmentation model zoo
+# SegformerHead keys -> transeg's ``mmseg_mlp`` decoder keys
+_MMSEG_HEAD: Rules = [
+    (r"decode_head\.convs\.(\d+)\.(conv|bn)\.(\w+)", r"decoder.proj.\1.\2.\3"),
+    (r"decode_head\.fusion_conv\.(conv|bn)\.(\w+)", r"decoder.fuse.\1.\2"),
+    (r"decode_head\.conv_seg\.(weight|bias)", r"decoder.classifier.\1"),
+]
+
+
+def is_mmseg_segformer(state: StateDict) -> bool:
+    """A MMSegmentation ``SegformerHead`` model (its zoo's SegFormer checkpoints, 0.x and 1.x)."""
+    return "decode_head.fusion_conv.conv.weight" in state and "decode_head.convs.0.conv.weight" in state
+
+
+def mmseg_to_transeg(state: StateDict) -> StateDict:
+    """A MMSegmentation SegFormer ``state_dict`` (MiT ``backbone.*`` in MMSegmentation's or the official
+    names, ``SegformerHead`` ``decode_head.*``) -> transeg keys of a ``mmseg_mlp`` model."""
+    backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    head = {k: v for k, v in state.items() if k.startswith("decode_head.")}
+    other = sorted(set(state) - {f"backbone.{k}" for k in backbone} - set(head))
+    if other:
+        raise TransegError(f"MMSegmentation SegFormer checkpoint: unexpected key(s) {preview_keys(other)}")
+    if is_mmseg_mit(backbone):
+        backbone = mmseg_mit_to_official(backbone)
+    out = official_to_transeg(backbone)
+    out.update(rename(head, _MMSEG_HEAD, "MMSegmentation SegFormer checkpoint"))
+    return out
+
+
+def mmseg_model_config(state: StateDict, source: str, mmseg_backbone: bool = True) -> ModelConfig:
+    """The config of a converted MMSegmentation SegFormer state dict, from its shapes; LayerNorm eps
+    1e-6 everywhere for a backbone in MMSegmentation's names (the official eps otherwise)."""
+    if "decoder.classifier.weight" not in state:
+        raise TransegError(f"{source}: no decode_head.conv_seg weights (the classifier) found")
+    encoder = infer_mit_config(state, source)
+    if mmseg_backbone:
+        encoder = dataclasses.replace(encoder, norm_eps=MMSEG_MIT_EPS, embed_norm_eps=MMSEG_MIT_EPS)
+    decoder = SegformerHeadConfig(channels=state["decoder.fuse.conv.weight"].shape[0])
+    config = ModelConfig(encoder="mit", encoder_config=encoder, decoder="mmseg_mlp", decoder_config=decoder,
+                         num_classes=state["decoder.classifier.weight"].shape[0])
+    return dataclasses.replace(config, name=find_variant(config))
+
+
+def load_mmseg(path: Path, state: StateDict) -> Segmentor:
+    """A checkpoint of MMSegmentation's model zoo: MiT + ``SegformerHead``; the config from its shapes."""
+    converted = mmseg_to_transeg(state)
+    mmseg_backbone = is_mmseg_mit({k.removeprefix("backbone."): v for k, v in state.items()})
+    return build_with_state(mmseg_model_config(converted, str(path), mmseg_backbone), converted, str(path))
 
 
 # --------------------------------------------------------------------------- Hugging Face
@@ -241,6 +296,10 @@ def hf_config_to_model_config(hf: dict[str, Any], source: str) -> ModelConfig:
 
 def model_config_to_hf_config(config: ModelConfig) -> dict[str, Any]:
     """The transformers ``config.json`` of a standard SegFormer config."""
+    if config.decoder == "mmseg_mlp":
+        raise TransegError(f"{config.name}: MMSegmentation's SegformerHead (a BatchNorm + ReLU on every stage "
+                           "branch) has no transformers equivalent (transformers' head is NVIDIA's); "
+                           "convert it to transeg format")
     if config.encoder != "mit" or config.decoder != "mlp":
         raise TransegError(f"only SegFormer models convert to transformers, not {config.name!r}")
     enc: MiTConfig = config.encoder_config
@@ -361,7 +420,8 @@ def _needs_config(path: Path, state: StateDict) -> Segmentor:
 
 FORMATS = Formats(
     checkpoints=(
-        CheckpointFormat("official SegFormer / MMSegmentation 0.x", _is_official, load_official),
+        CheckpointFormat("MMSegmentation model-zoo SegFormer (0.x, 1.x)", is_mmseg_segformer, load_mmseg),
+        CheckpointFormat("official SegFormer (NVlabs)", _is_official, load_official),
         CheckpointFormat("transformers SegFormer weights without config",
                          lambda state: any(k.startswith(("segformer.", "decode_head.")) for k in state), _needs_config),
         CheckpointFormat("ImageNet MiT backbone", lambda state: any(k.startswith("patch_embed1.") for k in state),

@@ -26,7 +26,7 @@ class DropPath(nn.Module):
 
 def drop_path_rates(rate: float, depths: tuple[int, ...]) -> list[list[float]]:
     """Stochastic-depth rates rising linearly from 0 to ``rate`` over all blocks, split per stage."""
-    rates = torch.linspace(0, rate, sum(depths)).tolist()
+    rates = torch.linspace(0, rate, sum(depths), device="cpu").tolist()  # plain numbers, even under a meta device
     out, start = [], 0
     for depth in depths:
         out.append(rates[start : start + depth])

@@ -3,11 +3,11 @@
 This is the head behind the published checkpoints and numbers; it differs from the paper's Eqs. 5-10
 (see ``paper.py`` for those). With C = ``channels`` (256 in every released config):
 
-1. Fusion as MMSegmentation's ``SegformerHead``: per stage a 1x1 ConvModule (conv without bias + BN +
-   ReLU) to C at the stage's resolution, bilinear upsampling to the first map, concatenation in
-   c1..c4 order, a 1x1 fusion ConvModule to C. (The fusion conv has no bias and upsampling commutes
-   with it, so by default each stage's slice of it is applied before upsampling and the results
-   summed, as ``MLPDecoder`` does; ``fused_projection = False`` runs the literal order.)
+1. Fusion as MMSegmentation's ``SegformerHead`` (``decoders/mmseg_mlp.py``, whose fusion function it
+   shares): per stage a 1x1 ConvModule (conv without bias + BN + ReLU) to C at the stage's
+   resolution, bilinear upsampling to the first map, concatenation in c1..c4 order, a 1x1 fusion
+   ConvModule to C (by default each stage's slice of the fusion conv is applied before upsampling and
+   the results summed; ``fused_projection = False`` runs the literal order).
 2. Class tokens (``Class_Token_Seg3``): ``cls_token`` and ``prop_token`` (1, N_cls, C), truncated
    normal std 0.02. q = Linear(C, C)(pixels), k = Linear(C, C)(cls_token), both with bias;
    the aux logits are (k C^-0.5) q^T over the pixel columns: (B, N_cls, H, W), raw, not softmaxed.
@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.models.decoders.base import Decoder
+from transeg.models.decoders.mmseg_mlp import segformer_head_fusion
 from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.layers.conv import ConvNormAct
-from transeg.models.layers.resize import resize
 from transeg.models.layers.tokens import tokens_to_map
 from transeg.models.outputs import SegOutput
 
@@ -93,21 +93,7 @@ class SegDeformerReleased(Decoder):
 
     def fused_map(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The SegformerHead fusion: [(B, C_i, H_i, W_i)] -> (B, C, H_0, W_0)."""
-        size = features[0].shape[2:]
-        projected = [proj(x) for proj, x in zip(self.proj, features, strict=True)]
-        if not self.fused_projection:
-            ups = [projected[0], *(resize(y, size)
-                                   for y in projected[1:])]
-            return self.fuse(torch.cat(ups, dim=1))
-        c = self.config.channels
-        weight = self.fuse.conv.weight
-        out = None
-        for i, y in enumerate(projected):  # stage i's slice of the fusion conv, then upsampling
-            y = F.conv2d(y, weight[:, i * c : (i + 1) * c])
-            if i > 0:  # by position, not shape, so that export sees no shape test
-                y = resize(y, size)
-            out = y if out is None else out + y
-        return F.relu(self.fuse.bn(out))
+        return segformer_head_fusion(self.proj, self.fuse, features, self.fused_projection)
 
     def class_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class_Token_Seg3: fused map (B, C, H, W) -> raw aux logits (B, N_cls, H, W)."""
