@@ -78,8 +78,8 @@ class _TrainForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor):
-        return self.model.forward_train(x)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor):
+        return self.model.forward_train(x, labels)
 
 
 @dataclass
@@ -207,7 +207,7 @@ class Trainer:
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
             with sync, torch.autocast(self.info.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                out = network(image)
+                out = network(image, label)
             loss, parts = total_loss(out, label, cfg.aux_loss_weights, self._per_process_count(label))
             with sync:
                 (loss / cfg.grad_accum).backward()
