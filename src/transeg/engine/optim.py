@@ -7,7 +7,6 @@ from torch import nn
 
 from transeg.engine.recipe import OptimizerSection, ScheduleSection
 
-
 # ``param_groups: swin``: the parameters MMSegmentation's Swin UperNet configs ('relative_position_bias_table',
 # 'absolute_pos_embed') and ViT/DeiT UperNet configs ('pos_embed', 'cls_token') train without weight decay
 SWIN_NO_DECAY = ("relative_position_bias_table", "pos_embed", "cls_token")
