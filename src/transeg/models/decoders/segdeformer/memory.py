@@ -10,8 +10,10 @@ One C-vector per class, updated after each training forward from the ground trut
 3. Otherwise its batch centre is the mean of its pixels' features weighted by
    ``1 - cos(feature, memory row)`` (normalised over the batch: pixels unlike the memory count more),
    and ``row <- (1 - m) row + m centre``.
-4. m = base_momentum * (1 - t / T) ** power, t the number of updates so far, T ``iters``: MCIBI sets
-   m = base_momentum * lr / base_lr under its poly(0.9) learning rate, which is this with power 0.9.
+4. m = base_momentum * (1 - t / T) ** power, t the number of updates so far (one per training
+   forward, so per micro-batch under gradient accumulation), T ``iters``: MCIBI sets
+   m = base_momentum * lr / base_lr under its poly(0.9) learning rate, which is this with power 0.9
+   (the SegDeformer paper's 160k iterations: ``SegDeformerConfig.token_momentum_iters``).
 """
 
 from __future__ import annotations
