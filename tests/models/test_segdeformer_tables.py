@@ -8,6 +8,7 @@ import torch
 
 import transeg
 from transeg.analysis.complexity import model_complexity
+from transeg.errors import TransegError
 from transeg.models.decoders.segdeformer import build_segdeformer
 from transeg.models.decoders.segdeformer.config import SegDeformerConfig
 from transeg.models.decoders.uper import FCNAuxHead
@@ -125,3 +126,15 @@ def test_alpha_and_the_auxiliary_head_weight_are_separate():
     assert head.forward_train(x).aux_weights == {"attn": 0.5, "aux": 0.25}
     assert ZOO["segdeformer-swin-s-uper"].decoder_config.uper_aux_weight == 0.4  # the recipes' 0.4, as before
     assert ZOO["segdeformer-swin-s-uper"].decoder_config.aux_weight == 0.4  # alpha, Eq. 9
+
+
+@pytest.mark.parametrize("switches, named", [
+    ({"fusion": "uper", "fuse_layers": 2}, "fuse_layers 2"),
+    ({"fuse_layers": 0}, "fuse_layers 0"),
+    ({"mode": "released", "uper_aux_weight": 0.2}, "uper_aux_weight"),
+    ({"mode": "released", "fuse_layers": 3}, "fuse_layers"),
+    ({"token_update": "momentum", "token_momentum_iters": 0}, "token_momentum_iters 0"),
+])
+def test_new_switches_are_validated(switches, named):
+    with pytest.raises(TransegError, match=named):
+        SegDeformerConfig(**switches)
