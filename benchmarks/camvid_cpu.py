@@ -53,7 +53,7 @@ class TransformersSegformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x, output_hidden_states=True).hidden_states)
 
-    def forward_train(self, x: torch.Tensor) -> SegOutput:
+    def forward_train(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> SegOutput:
         return SegOutput(self.forward(x))
 
 

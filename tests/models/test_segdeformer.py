@@ -273,23 +273,24 @@ def test_efficient_attention_shortens_keys_and_values():
 
 
 def test_momentum_tokens_are_buffers_updated_in_training_only():
+    """The memory's update rule itself: tests/models/test_segdeformer_memory.py."""
     for decoupled in (True, False):
         module = decoder(token_update="momentum", decoupled=decoupled)
         ext = module.external
-        assert "external.info_tokens" in dict(module.named_buffers()) and "external.info_tokens" not in params(module)
+        assert {"external.memory.tokens", "external.memory.steps"} <= set(dict(module.named_buffers()))
+        assert not any(name.startswith("external.memory") for name in params(module))
         assert ("external.class_tokens" in params(module)) == decoupled  # the class half stays learnable
-        before = ext.info_tokens.clone()
+        labels = torch.randint(0, K, (2, 12, 10))
         module(features())
-        module.forward_train(features())
-        assert torch.equal(ext.info_tokens, before)  # eval: no update
-        ext.train()  # only the external module: the fusion's BatchNorm keeps its running statistics
-        feats = features()
-        out = module.forward_train(feats)
+        module.forward_train(features(), labels)
+        assert not ext.memory.tokens.any() and int(ext.memory.steps) == 0  # eval: no update
+        module.train()
+        with pytest.raises(TransegError, match="forward_train\\(features, labels\\)"):
+            module.forward_train(features())
+        out = module.forward_train(features(), labels)
         out.logits.sum().backward()  # the in-place update leaves the autograd graph intact
-        x, _ = x_inter(module, feats)
-        p = out.aux["attn"].detach().flatten(2).transpose(1, 2).softmax(dim=-1).flatten(0, 1)
-        centres = (p.T @ x.detach().flatten(0, 1)) / p.sum(dim=0)[:, None]
-        assert close(ext.info_tokens, 0.9 * before + 0.1 * centres)
+        assert ext.memory.tokens.abs().sum(dim=1).gt(0).sum() == len(labels.unique())
+        assert int(ext.memory.steps) == 1
 
 
 def test_uper_fusion_uses_upernet_and_its_auxiliary_head():

@@ -7,21 +7,31 @@ from torch import nn
 
 from transeg.engine.recipe import OptimizerSection, ScheduleSection
 
+# ``param_groups: swin``: the parameters MMSegmentation's Swin UperNet configs ('relative_position_bias_table',
+# 'absolute_pos_embed') and ViT/DeiT UperNet configs ('pos_embed', 'cls_token') train without weight decay
+SWIN_NO_DECAY = ("relative_position_bias_table", "pos_embed", "cls_token")
+
 
 def param_groups(model: nn.Module, cfg: OptimizerSection) -> list[dict]:
-    """Parameter groups following the official SegFormer ``paramwise_cfg``.
+    """Parameter groups following the official ``paramwise_cfg`` of SegFormer or, with
+    ``cfg.param_groups == "swin"``, of MMSegmentation's Swin and ViT/DeiT UperNet configs.
 
-    Decoder parameters get ``lr * head_lr_mult`` (the official 'head' key); LayerNorm parameters get
-    ``weight_decay * norm_decay_mult`` (the official 'norm' key matches every LayerNorm of MiT and
-    nothing in the head, so the decoder BatchNorm and all biases keep their decay).
+    Decoder parameters get ``lr * head_lr_mult`` (SegFormer's 'head' key; the Swin recipes set it to
+    1); LayerNorm parameters get ``weight_decay * norm_decay_mult`` (the official 'norm' key matches
+    every LayerNorm of the encoder and nothing in the head, so the decoder BatchNorm and all biases
+    keep their decay). "swin" also takes the decay off every parameter whose name holds one of
+    ``SWIN_NO_DECAY`` (relative-position-bias tables; position embeddings and class token).
     """
     layer_norm_params = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+    no_decay = SWIN_NO_DECAY if cfg.param_groups == "swin" else ()
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         lr_mult = cfg.head_lr_mult if name.startswith("decoder.") else 1.0
         decay_mult = cfg.norm_decay_mult if id(param) in layer_norm_params else 1.0
+        if any(key in name for key in no_decay):
+            decay_mult = 0.0
         groups.setdefault((lr_mult, decay_mult), []).append(param)
     return [
         {"params": params, "lr": cfg.lr * lr_mult, "weight_decay": cfg.weight_decay * decay_mult}

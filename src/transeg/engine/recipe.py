@@ -62,8 +62,12 @@ class OptimizerSection(_Section):
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = Field(0.9, ge=0, lt=1)
-    head_lr_mult: PositiveFloat = 10.0  # decoder lr multiplier (SegFormer: 10)
+    head_lr_mult: PositiveFloat = 10.0  # decoder lr multiplier (SegFormer: 10; Swin / DeiT UperNet recipes: 1)
     norm_decay_mult: float = Field(0.0, ge=0)  # weight-decay multiplier of LayerNorm parameters
+    # which parameters lose their weight decay: "segformer" LayerNorms (x norm_decay_mult); "swin" also
+    # the relative-position-bias tables, position embeddings and class token (MMSegmentation's Swin and
+    # ViT/DeiT UperNet configs)
+    param_groups: Literal["segformer", "swin"] = "segformer"
 
 
 class ScheduleSection(_Section):

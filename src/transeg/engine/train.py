@@ -68,8 +68,8 @@ class _TrainForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor):
-        return self.model.forward_train(x)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor):
+        return self.model.forward_train(x, labels)
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, info: DistInfo | None = None, model: Segmentor | None = None) -> None:
         """``model`` replaces the one ``cfg.model`` describes (anything with ``encoder``/``decoder``
-        children, ``forward``, ``forward_train``, ``config`` and ``num_classes``)."""
+        children, ``forward``, ``forward_train(x, labels)``, ``config`` and ``num_classes``)."""
         self.cfg = cfg
         self.info = info or init_distributed()
         self.out_dir = Path(cfg.output_dir)
@@ -188,7 +188,7 @@ class Trainer:
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
             with sync, torch.autocast(self.info.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                out = network(image)
+                out = network(image, label)
             divisor = global_loss_divisor(label, cfg.loss_average, self.info)  # global-batch average under DDP
             loss, parts = total_loss(out, label, cfg.aux_loss_weights, divisor)
             with sync:

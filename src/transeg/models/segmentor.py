@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from transeg.data.labels import IGNORE_INDEX
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.base import Decoder
 from transeg.models.encoders.base import Encoder
@@ -40,8 +42,15 @@ class Segmentor(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unpad(self.decoder(self.encoder(x)), x.shape[-2:])
 
-    def forward_train(self, x: torch.Tensor) -> SegOutput:
-        out = self.decoder.forward_train(self.encoder(x))
+    def forward_train(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> SegOutput:
+        """The training pass; ``labels`` (B, H, W), the ground truth of ``x``, go to the decoders that
+        learn from them in the forward pass, padded with 255 as the encoder pads ``x``."""
+        if labels is not None and self.encoder.pad_multiple:
+            multiple = self.encoder.pad_multiple
+            h, w = labels.shape[-2:]
+            labels = F.pad(labels, (0, (multiple - w % multiple) % multiple, 0, (multiple - h % multiple) % multiple),
+                           value=IGNORE_INDEX)
+        out = self.decoder.forward_train(self.encoder(x), labels)
         size = x.shape[-2:]
         aux = {k: self.unpad(v, size) for k, v in out.aux.items()}
         return SegOutput(self.unpad(out.logits, size), aux, out.aux_weights)

@@ -212,6 +212,19 @@ ZOO.update({c.name: c for c in [
 ]})
 
 
+# SegDeformer Table 8: the SegFormer-B2 base decoders "(depth, width)" that the paper sets against
+# SegDeformer (-, 256) at about the same parameters / fps: SegDeformer's head with both mining modules
+# off (which is the SegFormer head at width C), depth = the stage projections + ``fuse_layers`` 1x1
+# conv + BN + ReLU layers. The paper does not say which layers its deeper decoders add; these are ours.
+TABLE8_BASE_DECODERS = {(2, 256), (8, 256), (8, 512)}
+ZOO.update({c.name: c for c in [
+    ModelConfig(name=f"segformer-b2-d{depth}-c{width}", encoder="mit", encoder_config=MIT_VARIANTS["b2"],
+                decoder="segdeformer", num_classes=150,
+                decoder_config=SegDeformerConfig(channels=width, internal=False, external=False, fuse_layers=depth - 1))
+    for depth, width in sorted(TABLE8_BASE_DECODERS)
+]})
+
+
 def list_models() -> list[str]:
     """Names accepted by ``create_model``."""
     return sorted(ZOO)

@@ -15,11 +15,13 @@ class Decoder(nn.Module):
 
     ``forward`` returns a plain tensor (exportable); ``forward_train`` returns a ``SegOutput`` whose
     ``aux`` holds any auxiliary logits and their loss weights. Decoders without auxiliary outputs
-    inherit this one, which returns the logits alone.
+    inherit this one, which returns the logits alone. ``forward_train`` also receives the training
+    labels (B, H, W) at the input size (padded with 255 like the input, if the encoder pads), or None:
+    only a decoder that learns from them in the forward pass reads them (SegDeformer's momentum tokens).
     """
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward_train(self, features: Sequence[torch.Tensor]) -> SegOutput:
+    def forward_train(self, features: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> SegOutput:
         return SegOutput(self(features))

@@ -156,7 +156,7 @@ class MLADecoder(Decoder):
             heads = [F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False) for x in heads]
         return self.classifier(self.dropout(torch.cat(heads, dim=1)))
 
-    def forward_train(self, features: Sequence[torch.Tensor]) -> SegOutput:
+    def forward_train(self, features: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> SegOutput:
         """The logits, plus each auxiliary head's (``aux0`` ... by level, at the neck's resolution)."""
         levels = self.neck(features)
         logits = self._head(levels)

@@ -139,7 +139,7 @@ class UperNetDecoder(Decoder):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.classifier(self.dropout(self.fusion(features)))
 
-    def forward_train(self, features: Sequence[torch.Tensor]) -> SegOutput:
+    def forward_train(self, features: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> SegOutput:
         """The logits, plus the auxiliary head's (name ``aux``) when configured."""
         logits = self(features)
         if not self.config.aux_channels:

@@ -13,17 +13,21 @@ FUSIONS = ("mlp", "uper")
 
 @dataclass(frozen=True)
 class SegDeformerConfig:
-    """A SegDeformer head. ``channels`` is C; ``aux_weight`` is alpha of Eq. 9 (the ``"attn"`` aux
-    loss weight). The fields after ``aux_weight`` are the paper-mode switches (defaults: the paper's
-    final model) and must keep their defaults in ``"released"`` mode:
+    """A SegDeformer head. ``channels`` is C; ``aux_weight`` is alpha of Eq. 9, the weight of L_attn
+    (the ``"attn"`` aux loss) and of nothing else. The fields after ``aux_weight`` are the paper-mode
+    switches (defaults: the paper's final model) and must keep their defaults in ``"released"`` mode:
 
     * ``internal``, ``external``: M_inter, M_exter on/off (Table 6);
     * ``attn_loss`` (L_attn), ``y_exter`` (the second external attention), ``decoupled`` (info/class
-      token halves), ``token_update`` "learnable" | "momentum" with ``token_momentum`` (Table 5);
+      token halves), ``token_update`` "learnable" | "momentum" (Table 5). Momentum tokens are MCIBI's
+      memory: ``token_momentum`` is its base momentum, the weight of the batch's class centre at
+      iteration 0, decaying as ``(1 - t / token_momentum_iters) ** token_momentum_power``;
     * ``internal_heads``, ``internal_depth``, ``mlp_after_internal`` (Table 4);
     * ``efficient_ratio`` R (None: full attention), ``fusion`` "mlp" | "uper" (Sec. 3.4, Table 7);
+    * ``fuse_layers``: 1x1 conv + BN + ReLU layers of the MLP fusion (SegFormer: 1). Table 8's
+      "(depth, width)" base decoders have depth 1 + ``fuse_layers`` (the stage projections, then these);
     * ``uper_aux_channels`` > 0 adds, with ``fusion="uper"``, MMSegmentation's auxiliary FCN head (on
-      encoder feature 2, weight ``aux_weight``, aux name ``"aux"``) that the UperNet (†) recipes use.
+      encoder feature 2, aux name ``"aux"``, weight ``uper_aux_weight``: 0.4 in the UperNet (†) recipes).
     """
 
     mode: str = "paper"
@@ -37,12 +41,16 @@ class SegDeformerConfig:
     y_exter: bool = True
     token_update: str = "learnable"
     token_momentum: float = 0.9
+    token_momentum_iters: int = 160_000
+    token_momentum_power: float = 0.9
     internal_heads: int = 1
     internal_depth: int = 1
     mlp_after_internal: bool = False
     efficient_ratio: int | None = None
     fusion: str = "mlp"
+    fuse_layers: int = 1
     uper_aux_channels: int = 0
+    uper_aux_weight: float = 0.4
 
     def __post_init__(self) -> None:
         def fail(message: str) -> None:
@@ -62,6 +70,11 @@ class SegDeformerConfig:
             fail(f"efficient_ratio {self.efficient_ratio} must be a positive integer or null")
         if not 0.0 <= self.token_momentum <= 1.0:
             fail(f"token_momentum {self.token_momentum} must lie in [0, 1]")
+        if self.token_momentum_iters < 1 or self.token_momentum_power < 0:
+            fail(f"token_momentum_iters {self.token_momentum_iters} must be positive and token_momentum_power "
+                 f"{self.token_momentum_power} non-negative")
+        if self.fuse_layers < 1 or (self.fuse_layers > 1 and self.fusion != "mlp"):
+            fail(f"fuse_layers {self.fuse_layers} must be positive, and above 1 only with fusion 'mlp'")
         if self.uper_aux_channels and self.fusion != "uper":
             fail("uper_aux_channels needs fusion 'uper'")
         if self.mode == "released":
@@ -76,6 +89,7 @@ class SegDeformerConfig:
 
 
 _PAPER_SWITCHES = ("internal", "external", "attn_loss", "decoupled", "y_exter", "token_update",
-                   "token_momentum", "internal_heads", "internal_depth", "mlp_after_internal",
-                   "efficient_ratio", "fusion", "uper_aux_channels")
+                   "token_momentum", "token_momentum_iters", "token_momentum_power", "internal_heads",
+                   "internal_depth", "mlp_after_internal", "efficient_ratio", "fusion", "fuse_layers",
+                   "uper_aux_channels", "uper_aux_weight")
 _PAPER_DEFAULTS = SegDeformerConfig()

@@ -9,8 +9,9 @@ Two modes, chosen by ``SegDeformerConfig.mode``:
 Paper mode, step by step (C = ``channels``, N = H_1 W_1 pixels at the finest feature map):
 
 1. Fusion (Eq. 1): SegFormer's All-MLP fusion up to and including the fuse conv + BN + ReLU
-   (``MLPDecoder.fused_features``; its dropout and classifier are this decoder's), or UperNet
-   (``fusion="uper"``, ``UperNetFusion``). Flattened to X_inter (B, N, C).
+   (``MLPDecoder.fused_features``; its dropout and classifier are this decoder's), then
+   ``fuse_layers - 1`` more 1x1 conv + BN + ReLU (``fuse_extra``, Table 8's deeper base decoders),
+   or UperNet (``fusion="uper"``, ``UperNetFusion``). Flattened to X_inter (B, N, C).
 2. Internal context (Eq. 5): Y_inter = SoftMax(Q K^T / sqrt(C)) V, with Q, K, V = Linear(C, C)
    (with bias) of X_inter. The paper names only Q, K and V, so there is no output projection.
    ``internal_heads``/``internal_depth`` (Table 4) split C over heads / stack layers, each layer
@@ -33,15 +34,13 @@ by an R x R conv of stride R (+ LayerNorm, as SegFormer's efficient self-attenti
 map they are projected from (X_inter, resp. X_mid): one conv per attention. With R = 4 this
 reproduces Table 7's parameter counts (SegFormer-B2 + SegDeformer 25.40M -> 27.59M).
 
-Momentum tokens (``token_update="momentum"``, Table 5): the paper only says the schedule follows
-MCIBI [17], whose memory holds per-class feature centres updated by a moving average. The decoder
-never sees the labels, so the class of each pixel is the soft assignment SoftMax(Attn_mid) (detached):
-in training, after each forward, centre_k = sum_n p_nk x_n / sum_n p_nk over the batch's X_inter
-(detached) and tokens_k <- m tokens_k + (1 - m) centre_k with m = ``token_momentum`` (constant; MCIBI's
-learning-rate-coupled decay is not reproduced). The moving-average tokens are buffers: not decoupled,
-one (N_cls, C) buffer gives K_mid and V_mid; decoupled, the info half (V_mid, the carried cross-image
-information) is the buffer and the class half (K_mid, trained by L_attn) stays learnable. Under DDP
-the buffers follow rank 0 (DDP broadcasts buffers before each forward).
+Momentum tokens (``token_update="momentum"``, Table 5): the paper says only that the schedule is
+MCIBI's [17]; ``memory.ClassCentreMemory`` is MCIBI's memory, updated after each training forward from
+the ground-truth class centres of X_inter (detached), so ``forward_train`` needs the labels
+(``Segmentor.forward_train(x, labels)``). Not decoupled, the memory gives K_mid and V_mid; decoupled,
+it is the info half (V_mid, the carried cross-image information) and the class half (K_mid, trained
+by L_attn) stays learnable. Under DDP the memory follows rank 0 (DDP broadcasts buffers before each
+forward; MCIBI averages the processes' memories instead).
 
 All N x N attentions go through ``F.scaled_dot_product_attention``: its fused kernels (CPU flash
 included) never materialise the N x N matrix (16,384^2 entries per image at 512x512 for MiT).
@@ -60,7 +59,9 @@ from transeg.errors import TransegError
 from transeg.models.decoders.base import Decoder
 from transeg.models.decoders.mlp import MLPDecoder, MLPDecoderConfig
 from transeg.models.decoders.segdeformer.config import SegDeformerConfig
+from transeg.models.decoders.segdeformer.memory import ClassCentreMemory
 from transeg.models.decoders.uper import FCNAuxHead, UperNetFusion
+from transeg.models.layers.conv import ConvNormAct
 from transeg.models.layers.init import init_transformer_weights
 from transeg.models.layers.tokens import tokens_to_map
 from transeg.models.outputs import SegOutput
@@ -138,12 +139,13 @@ class ExternalContext(nn.Module):
         super().__init__()
         self.dim = dim
         self.decoupled = cfg.decoupled
-        self.momentum = cfg.token_momentum if cfg.token_update == "momentum" else None
-        if self.momentum is None:  # learnable X_exter: (N_cls, 2C) = [info, class] decoupled, else (N_cls, C)
+        self.memory = None
+        if cfg.token_update == "learnable":  # X_exter: (N_cls, 2C) = [info, class] decoupled, else (N_cls, C)
             self.tokens = nn.Parameter(torch.zeros(num_classes, 2 * dim if cfg.decoupled else dim))
             nn.init.trunc_normal_(self.tokens, std=0.02)
         else:
-            self.register_buffer("info_tokens", nn.init.trunc_normal_(torch.zeros(num_classes, dim), std=0.02))
+            self.memory = ClassCentreMemory(num_classes, dim, cfg.token_momentum, cfg.token_momentum_iters,
+                                            cfg.token_momentum_power)
             if cfg.decoupled:
                 self.class_tokens = nn.Parameter(nn.init.trunc_normal_(torch.zeros(num_classes, dim), std=0.02))
         self.q_mid = nn.Linear(dim, dim)
@@ -153,14 +155,16 @@ class ExternalContext(nn.Module):
 
     def token_halves(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(class tokens, info tokens), each (N_cls, C): the sources of K_mid and V_mid."""
-        if self.momentum is None:
+        if self.memory is None:
             if not self.decoupled:
                 return self.tokens, self.tokens
             return self.tokens[:, self.dim :], self.tokens[:, : self.dim]
-        info = self.info_tokens.clone()  # the buffer is updated in place after the forward
+        info = self.memory.tokens.clone()  # the buffer is updated in place after the forward
         return (self.class_tokens if self.decoupled else info), info
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, size: tuple[int, int],
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``labels`` (B, H, W), given in training with momentum tokens: the memory's update after the pass."""
         class_tokens, info_tokens = self.token_halves()
         # F.linear rather than calling the Linear: module hooks (FlopCounterMode's module tracker under
         # no_grad) cannot take a bare Parameter as a module input
@@ -169,18 +173,9 @@ class ExternalContext(nn.Module):
         attn_mid = self.q_mid(x) @ k_mid.T * self.dim**-0.5  # (B, N, N_cls), Eq. 6
         x_mid = attn_mid.softmax(dim=-1) @ v_mid  # (B, N, C)
         y = self.exter(x, x_mid, size) if self.exter is not None else x_mid  # Eq. 7
-        if self.momentum is not None and self.training:
-            self.update_tokens(x, attn_mid)
+        if self.memory is not None and labels is not None:
+            self.memory.update(tokens_to_map(x.detach(), size), labels)
         return y, attn_mid
-
-    @torch.no_grad()
-    def update_tokens(self, x: torch.Tensor, attn_mid: torch.Tensor) -> None:
-        """Moving average of the soft class centres of X_inter (see the module docstring)."""
-        p = attn_mid.detach().float().softmax(dim=-1).flatten(0, 1)  # (B*N, N_cls)
-        mass = p.sum(dim=0)  # (N_cls,)
-        centres = (p.T @ x.detach().float().flatten(0, 1)) / mass.clamp(min=1e-6)[:, None]
-        m = torch.where(mass[:, None] > 1e-6, self.momentum, 1.0)  # a class nobody belongs to: kept
-        self.info_tokens.copy_(m * self.info_tokens + (1 - m) * centres.to(self.info_tokens.dtype))
 
 
 class SegDeformer(Decoder):
@@ -194,6 +189,7 @@ class SegDeformer(Decoder):
         if cfg.fusion == "mlp":
             # its dropout and classifier are ours: a trained SegFormer head loads into ``fusion`` as is
             self.fusion = MLPDecoder(in_channels, num_classes, MLPDecoderConfig(embed_dim=c, dropout=cfg.dropout))
+            self.fuse_extra = nn.Sequential(*(ConvNormAct(c, c) for _ in range(cfg.fuse_layers - 1)))
         else:
             self.fusion = UperNetFusion(in_channels, c)
             self.dropout = nn.Dropout2d(cfg.dropout)
@@ -214,20 +210,28 @@ class SegDeformer(Decoder):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.decode(features)[0]
 
-    def forward_train(self, features: Sequence[torch.Tensor]) -> SegOutput:
-        """The logits and, unless switched off, the mid attention logits ``"attn"`` (B, N_cls, H_0, W_0)."""
-        logits, attn_mid = self.decode(features)
+    def forward_train(self, features: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> SegOutput:
+        """The logits and, unless switched off, the mid attention logits ``"attn"`` (B, N_cls, H_0, W_0)
+        (weight alpha) and the UperNet auxiliary head's ``"aux"`` (weight ``uper_aux_weight``).
+        ``labels`` (B, H, W): the ground truth at the input size, which momentum tokens need in training."""
+        momentum = self.external is not None and self.external.memory is not None
+        if momentum and self.training and labels is None:
+            raise TransegError("SegDeformer: token_update 'momentum' updates its memory from the labels; "
+                               "call forward_train(features, labels) in training")
+        logits, attn_mid = self.decode(features, labels if momentum and self.training else None)
         out = SegOutput(logits)
         if self.config.has_attn_loss:
             out.aux["attn"], out.aux_weights["attn"] = attn_mid, self.config.aux_weight
         if self.config.uper_aux_channels:
-            out.aux["aux"], out.aux_weights["aux"] = self.uper_aux(features[2]), self.config.aux_weight
+            out.aux["aux"], out.aux_weights["aux"] = self.uper_aux(features[2]), self.config.uper_aux_weight
         return out
 
-    def decode(self, features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, K, H_0, W_0) and Attn_mid as a map (B, N_cls, H_0, W_0) (None without M_exter)."""
+    def decode(self, features: Sequence[torch.Tensor],
+               labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, K, H_0, W_0) and Attn_mid as a map (B, N_cls, H_0, W_0) (None without M_exter);
+        ``labels`` (B, H, W) update the momentum memory."""
         if self.config.fusion == "mlp":
-            fused = self.fusion.fused_features(features)
+            fused = self.fuse_extra(self.fusion.fused_features(features))
             dropout, classifier = self.fusion.dropout, self.fusion.classifier
         else:
             fused = self.fusion(features)
@@ -238,7 +242,7 @@ class SegDeformer(Decoder):
         if self.internal is not None:
             f_aug = f_aug + self.internal(x, size)
         if self.external is not None:
-            y_exter, attn_mid = self.external(x, size)
+            y_exter, attn_mid = self.external(x, size, labels)
             f_aug = f_aug + y_exter
             attn_mid = tokens_to_map(attn_mid, size)
         logits = classifier(dropout(tokens_to_map(f_aug, size)))

@@ -86,7 +86,7 @@ class SegDeformerReleased(Decoder):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.decode(features)[0]
 
-    def forward_train(self, features: Sequence[torch.Tensor]) -> SegOutput:
+    def forward_train(self, features: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> SegOutput:
         """The logits and the class-token aux logits ``"attn"`` (raw), weighted ``aux_weight`` (0.4)."""
         logits, aux = self.decode(features)
         return SegOutput(logits, {"attn": aux}, {"attn": self.config.aux_weight})
