@@ -97,7 +97,8 @@ def init_transformer_weights(module: nn.Module) -> None:
 
 def drop_path_rates(rate: float, depths: tuple[int, ...]) -> list[list[float]]:
     """Stochastic-depth rates rising linearly from 0 to ``rate`` over all blocks, split per stage."""
-    rates = torch.linspace(0, rate, sum(depths)).tolist()
+    # read back on the CPU, so that models also build under a "meta" default device
+    rates = torch.linspace(0, rate, sum(depths), device="cpu").tolist()
     out, start = [], 0
     for depth in depths:
         out.append(rates[start : start + depth])
