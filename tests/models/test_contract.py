@@ -7,13 +7,24 @@ outputs, patch and window sizes, ResNet groups and stem. The checks: logits at o
 a gradient for every parameter, the auxiliary outputs of ``forward_train``, the exact save/load
 round trip, and ONNX export (by default one model per combination of encoder kind, decoder kind and
 SegDeformer mode and fusion; the others are marked slow).
+
+``state_dict_keys.json`` beside this file snapshots the state-dict keys of every full-size zoo
+model: their count, a sha256 of the sorted "key shape" lines and the key names with numeric path
+components collapsed to ``{i}``. Those keys are the transeg file format (a saved model holds exactly
+them), so regenerating the snapshot is a file-format change, for commits that mean to make one:
+
+    TRANSEG_UPDATE_KEY_SNAPSHOT=1 pytest tests/models/test_contract.py -k snapshot
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +39,8 @@ NAMES = transeg.list_models()
 NUM_CLASSES = 7
 BATCH = 2
 SIZES = ((67, 93), (97, 61))  # odd, and neither a multiple of any stride or patch size
+SNAPSHOT = Path(__file__).with_name("state_dict_keys.json")
+UPDATE_SNAPSHOT = os.environ.get("TRANSEG_UPDATE_KEY_SNAPSHOT") == "1"
 # Parameters (by name, in any model) that legitimately get no gradient, or an all-zero one, in a training
 # pass -> why. None so far: with non-trivial BatchNorm weights every parameter of every zoo model learns.
 NO_GRADIENT: dict[str, str] = {}
@@ -221,3 +234,38 @@ def test_onnx_export_matches_eager(name, tmp_path):
             expected, got = model(x), runner(x)
         assert got.shape == expected.shape, shape
         assert (got - expected).abs().max() < 1e-4, shape
+
+
+# --------------------------------------------------------------------------- the key snapshot
+def key_snapshot(model: torch.nn.Module) -> dict[str, Any]:
+    """Key count, sha256 of the sorted "key shape" lines and the collapsed key names of ``model``."""
+    state = model.state_dict()
+    lines = "\n".join(sorted(f"{key} {tuple(value.shape)}" for key, value in state.items()))
+    return {"count": len(state), "sha256": hashlib.sha256(lines.encode()).hexdigest(),
+            "collapsed_keys": collapsed(state)}
+
+
+@pytest.fixture(scope="module")
+def snapshot() -> dict[str, dict[str, Any]]:
+    """The committed snapshot; rewritten first from the zoo when TRANSEG_UPDATE_KEY_SNAPSHOT=1."""
+    if UPDATE_SNAPSHOT:
+        entries = {name: key_snapshot(full_size(name)) for name in NAMES}
+        SNAPSHOT.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
+    return json.loads(SNAPSHOT.read_text())
+
+
+def test_key_snapshot_lists_the_zoo(snapshot):
+    assert sorted(snapshot) == NAMES, (f"zoo models without a snapshot: {sorted(set(NAMES) - set(snapshot))}; "
+                                       f"snapshots without a zoo model: {sorted(set(snapshot) - set(NAMES))}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_key_snapshot(name, snapshot):
+    expected, got = snapshot.get(name), key_snapshot(full_size(name))
+    assert expected is not None, f"{name} has no snapshot"
+    added = sorted(set(got["collapsed_keys"]) - set(expected["collapsed_keys"]))
+    removed = sorted(set(expected["collapsed_keys"]) - set(got["collapsed_keys"]))
+    assert got == expected, (
+        f"{name}: the state dict, i.e. the file format, changed: {expected['count']} -> {got['count']} keys; "
+        f"collapsed keys added {added}, removed {removed} (both empty: a count or a shape changed). If intended, "
+        "regenerate with TRANSEG_UPDATE_KEY_SNAPSHOT=1 pytest tests/models/test_contract.py -k snapshot")
