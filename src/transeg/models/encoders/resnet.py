@@ -122,7 +122,8 @@ class ResNet(Encoder):
             self.conv1, self.bn1 = _conv_bn(cfg.in_channels, cfg.stem_channels, 7, 2, eps)
             self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        # read back on the CPU, so that models also build under a "meta" default device
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
         in_channels, block = cfg.stem_channels, 0
         built = cfg.depths[: cfg.out_stages[-1] + 1]  # stages after the last output are not built
         self.stage_names: tuple[str, ...] = tuple(f"layer{i + 1}" for i in range(len(built)))
