@@ -6,6 +6,10 @@ import pytest
 import torch
 
 import transeg
+from transeg.inference.backends import resolve_backend
+from transeg.inference.export import export_onnx
+from transeg.models.factory import build_model
+from transeg.models.zoo import model_config
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +147,24 @@ def test_swin_exports_at_a_fixed_size_only(tmp_path):
     with pytest.raises(transeg.TransegError, match="dynamic sizes"):
         transeg.optimize_for_inference(model, "onnx")
     _onnx_matches_eager(model, tmp_path, [(1, 3, 75, 101), (3, 3, 75, 101)], size=(75, 101))
+
+
+@pytest.mark.parametrize("name", ["upernet-mit-b2", "segdeformer-deit-s16-uper", "upernet-swin-t"])
+def test_upernet_fusion_declares_a_fixed_export_size(name, tmp_path):
+    """UperNet's pyramid pooling exports specialised to the example's size, so models with it declare a
+    fixed size: export without one, and the onnx backend, refuse with a message naming the part."""
+    model = build_model(model_config(name, num_classes=4))
+    assert not model.onnx_dynamic_size
+    part = "swin encoder" if "swin" in name else f"{model.config.decoder} decoder"
+    with pytest.raises(transeg.TransegError, match=f"its {part} exports with a fixed input size only"):
+        export_onnx(model, tmp_path / "dynamic.onnx")
+    assert resolve_backend(model, "auto") == "eager"  # an open-ended job on the CPU picks onnx when it can
+    with pytest.raises(transeg.TransegError, match=f"{part} lacks"):
+        resolve_backend(model, "onnx")
+
+
+def test_models_without_upernet_export_at_dynamic_sizes():
+    with torch.device("meta"):
+        for name in ("segformer-b0", "segmenter-t16-mask", "segdeformer-mit-b0", "mla-mit-b2"):
+            assert build_model(model_config(name, num_classes=4)).onnx_dynamic_size, name
+    assert resolve_backend(build_model(model_config("segformer-b0", num_classes=4)), "auto") == "onnx"

@@ -32,7 +32,8 @@ import torch
 
 import transeg
 from tests.conftest import randomize_batchnorm
-from transeg.export import OnnxSegmentor, export_onnx
+from transeg.inference.backends import OnnxSegmentor
+from transeg.inference.export import export_onnx
 from transeg.models.zoo import model_config
 
 NAMES = transeg.list_models()

@@ -102,7 +102,7 @@ def resolve_backend(model: Segmentor, backend: Backend = "auto", precision: Prec
         raise TransegError("the onnx backend runs fp32 on the CPU; use --backend eager for bf16 or a GPU")
     if backend == "onnx" and not model.onnx_dynamic_size:
         raise TransegError(f"{model.config.name}: the onnx backend needs an export with dynamic sizes, which its "
-                           f"{model.config.encoder} encoder lacks; use eager, or `transeg export --size H W`")
+                           f"{model.fixed_size_part} lacks; use eager, or `transeg export --size H W`")
     if backend != "auto":
         return backend
     if precision != "fp32" or not on_cpu or not onnx_available() or not model.onnx_dynamic_size:

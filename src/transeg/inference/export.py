@@ -18,9 +18,10 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
                 size: tuple[int, int] | None = None) -> Path:
     """Write ``model`` as ONNX; input ``image`` (B, 3, H, W) float32, output ``logits`` (B, K, h, w).
 
-    The batch is dynamic; so are height and width unless ``size`` fixes them. Encoders whose shape
-    arithmetic the exporter cannot handle symbolically in reasonable time (Swin: per-block window
-    padding, shifted-window masks) say so with ``onnx_dynamic_size = False`` and need ``size``.
+    The batch is dynamic; so are height and width unless ``size`` fixes them. Encoders and decoders
+    that do not export at dynamic sizes say so with ``onnx_dynamic_size = False`` (Swin: the exporter
+    cannot handle its window arithmetic symbolically in reasonable time; UperNet: its adaptive pooling
+    is specialised to the example's size), and then need ``size``.
     """
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail early with a clear message)
@@ -30,7 +31,7 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
     if opset < 17:
         raise TransegError(f"opset {opset} is too old: LayerNorm needs 17 or later")
     if size is None and not model.onnx_dynamic_size:
-        raise TransegError(f"{model.config.name}: its {model.config.encoder} encoder exports with a fixed input "
+        raise TransegError(f"{model.config.name}: its {model.fixed_size_part} exports with a fixed input "
                            "size only; give one (transeg export --size H W)")
     if size is not None and min(size) < 32:
         raise TransegError(f"the export size must be at least 32x32, got {size[0]}x{size[1]}")

@@ -36,8 +36,16 @@ class Segmentor(nn.Module):
 
     @property
     def onnx_dynamic_size(self) -> bool:
-        """Whether the model exports to ONNX with dynamic height and width (else a fixed size)."""
-        return self.encoder.onnx_dynamic_size
+        """Whether the model exports to ONNX with dynamic height and width (else a fixed size): both its
+        encoder and its decoder must declare so."""
+        return self.encoder.onnx_dynamic_size and self.decoder.onnx_dynamic_size
+
+    @property
+    def fixed_size_part(self) -> str:
+        """Which part needs a fixed export size, for messages: e.g. "swin encoder", "uper decoder"."""
+        if not self.encoder.onnx_dynamic_size:
+            return f"{self.config.encoder} encoder"
+        return f"{self.config.decoder} decoder"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unpad(self.decoder(self.encoder(x)), x.shape[-2:])

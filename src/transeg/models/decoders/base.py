@@ -18,7 +18,13 @@ class Decoder(nn.Module):
     inherit this one, which returns the logits alone. ``forward_train`` also receives the training
     labels (B, H, W) at the input size (padded with 255 like the input, if the encoder pads), or None:
     only a decoder that learns from them in the forward pass reads them (SegDeformer's momentum tokens).
+
+    ``onnx_dynamic_size`` (declared; default True): whether the decoder exports to ONNX with dynamic
+    height and width. A decoder whose operators the exporter specialises to the example's size
+    (adaptive pooling to fixed bins: UperNet's PPM) declares False; the model then exports at a fixed size.
     """
+
+    onnx_dynamic_size: bool = True
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

@@ -123,6 +123,9 @@ def _init_classifier(conv: nn.Conv2d) -> None:
 class UperNetDecoder(Decoder):
     """[(B, C_i, H_i, W_i)] -> logits (B, K, H_0, W_0) (1/4 of the input for Swin and MiT)."""
 
+    # the PPM's adaptive pooling exports specialised to the example size (bins 2, 3, 6 go wrong or fail at others)
+    onnx_dynamic_size = False
+
     def __init__(self, in_channels: Sequence[int], num_classes: int, cfg: UperNetConfig) -> None:
         super().__init__()
         self.config = cfg

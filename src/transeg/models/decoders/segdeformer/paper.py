@@ -185,6 +185,7 @@ class SegDeformer(Decoder):
         super().__init__()
         self.config = cfg
         self.num_classes = num_classes
+        self.onnx_dynamic_size = cfg.fusion != "uper"  # UperNet's PPM exports at a fixed size only
         c = cfg.channels
         if cfg.fusion == "mlp":
             # its dropout and classifier are ours: a trained SegFormer head loads into ``fusion`` as is
