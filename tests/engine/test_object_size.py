@@ -71,6 +71,11 @@ def test_buckets_partition_the_confusion_matrix():
     assert all(m.matrix.sum() > 0 for m in metric.matrices)
 
 
+def test_a_target_outside_the_classes_is_named():
+    with pytest.raises(TransegError, match=r"target value\(s\) \[7\] outside the class range \[0, 2\]"):
+        ObjectSizeMetrics(3).update(PRED, torch.where(TARGET == 2, 7, TARGET))
+
+
 def test_two_touching_objects_of_one_class_are_one_segment():
     target = torch.zeros(4, 4, dtype=torch.long)
     target[0, :2] = target[1, 1:3] = 1  # two 2-pixel bars touching along an edge: one 4-pixel segment
@@ -86,6 +91,8 @@ def test_thresholds_are_checked():
         check_thresholds((9216, 1024))
     with pytest.raises(TransegError, match="two integer pixel areas"):
         check_thresholds((32.5, 96))
+    with pytest.raises(TransegError, match="size connectivity must be 4 or 8, got 6"):
+        ObjectSizeMetrics(3, connectivity=6)
     config = {"data": {"dataset": "camvid", "root": "/x"}, "eval": {"size_thresholds": [96, 32]}}
     with pytest.raises(TransegError, match=r"c.yaml: eval: size_thresholds \(96, 32\) are not"):
         parse_config(config, "c.yaml")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transeg.data.segments import label_segments
+from transeg.data.segments import CONNECTIVITIES, label_segments
 from transeg.errors import TransegError
 from transeg.metrics import ConfusionMatrix, all_reduce_sum, compute_metrics
 
@@ -64,6 +64,8 @@ class ObjectSizeMetrics:
                  connectivity: int = 4) -> None:
         self.num_classes = num_classes
         self.thresholds = check_thresholds(thresholds)
+        if connectivity not in CONNECTIVITIES:
+            raise TransegError(f"size connectivity must be 4 or 8, got {connectivity!r}")
         self.ignore_index = ignore_index
         self.connectivity = connectivity
         self.matrices = [ConfusionMatrix(num_classes, ignore_index) for _ in BUCKETS]
@@ -75,14 +77,11 @@ class ObjectSizeMetrics:
             raise TransegError(f"object sizes need one (H, W) target at a time, got {tuple(target.shape)}")
         pixel_bucket, bucket, classes = segment_buckets(target.cpu().numpy(), self.thresholds, self.ignore_index,
                                                         self.connectivity)
-        if classes.size and (classes.min() < 0 or classes.max() >= self.num_classes):
-            raise TransegError(f"target value(s) outside the class range [0, {self.num_classes - 1}] "
-                               f"and not ignore_index={self.ignore_index}")
+        in_bucket = torch.from_numpy(pixel_bucket).to(target.device)
+        for b, matrix in enumerate(self.matrices):  # checks the values: each labelled pixel is in one bucket
+            matrix.update(pred, torch.where(in_bucket == b, target.long(), self.ignore_index))
         self.segments.index_put_((torch.from_numpy(bucket), torch.from_numpy(classes)),
                                  torch.ones(bucket.size, dtype=torch.int64), accumulate=True)
-        pixel_bucket = torch.from_numpy(pixel_bucket).to(target.device)
-        for b, matrix in enumerate(self.matrices):
-            matrix.update(pred, torch.where(pixel_bucket == b, target.long(), self.ignore_index))
 
     def all_reduce(self) -> None:
         """Sum the counts over all torch.distributed ranks, in place; a no-op when not initialised."""
