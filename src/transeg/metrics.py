@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,19 @@ import torch.distributed as dist
 
 from transeg.errors import TransegError
 
-__all__ = ["ConfusionMatrix", "SegMetrics", "compute_metrics"]
+__all__ = ["ConfusionMatrix", "SegMetrics", "all_reduce_sum", "compute_metrics"]
+
+
+def all_reduce_sum(counts: torch.Tensor) -> None:
+    """Sum a CPU tensor over all torch.distributed ranks, in place; a no-op when not initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "nccl":
+        buf = counts.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(buf)
+        counts.copy_(buf)
+    else:
+        dist.all_reduce(counts)
 
 
 class ConfusionMatrix:
@@ -76,14 +89,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the matrix over all torch.distributed ranks, in place; a no-op when not initialised."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if dist.get_backend() == "nccl":
-            buf = self.matrix.to(torch.device("cuda", torch.cuda.current_device()))
-            dist.all_reduce(buf)
-            self.matrix.copy_(buf)
-        else:
-            dist.all_reduce(self.matrix)
+        all_reduce_sum(self.matrix)
 
 
 @dataclass
@@ -91,7 +97,8 @@ class SegMetrics:
     """Scores from a confusion matrix, as fractions in [0, 1]; NaN where undefined.
 
     Per-class lists have length K. ``absent`` holds the indices of classes with no pixel in either
-    ground truth or prediction; they are left out of every mean.
+    ground truth or prediction; they are left out of every mean. ``by_object_size``: the JSON block
+    of ``engine.object_size`` when the evaluation asked for it.
     """
 
     aAcc: float
@@ -106,6 +113,7 @@ class SegMetrics:
     pred_pixels: list[int]
     class_names: list[str]
     absent: list[int] = field(default_factory=list)
+    by_object_size: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         """A JSON-safe dict (NaN becomes None) with summary scores and a per-class list."""
@@ -130,6 +138,7 @@ class SegMetrics:
                 }
                 for i, name in enumerate(self.class_names)
             ],
+            **({"by_object_size": self.by_object_size} if self.by_object_size is not None else {}),
         }
 
     def format_table(self) -> str:
@@ -153,6 +162,10 @@ class SegMetrics:
         if self.absent:
             names = ", ".join(self.class_names[i] for i in self.absent)
             lines.append(f"absent from ground truth and prediction (skipped in means): {names}")
+        if self.by_object_size is not None:
+            lines.append("mIoU by object size: " + "  ".join(
+                f"{name} {_pct(math.nan if block['mIoU'] is None else block['mIoU'])} ({block['segments']} segments)"
+                for name, block in self.by_object_size["buckets"].items()))
         return "\n".join(lines)
 
 

@@ -69,16 +69,17 @@ def _frozen(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def check_size(size: Sequence[int], min_side: int = 32) -> tuple[int, int]:
-    """(H, W) as ints, each at least ``min_side`` (the coarsest stride), at most 16 Mpx in all."""
+def check_size(size: Sequence[int], min_side: int = 32, what: str = "the ERF input size") -> tuple[int, int]:
+    """(H, W) as ints, each at least ``min_side`` (the coarsest stride), at most 16 Mpx in all;
+    ``what`` names the size in the error."""
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in size):
-        raise TransegError(f"the ERF input size must be two integers H W, got {tuple(size)!r}")
+        raise TransegError(f"{what} must be two integers H W, got {tuple(size)!r}")
     h, w = int(size[0]), int(size[1])
     if min(h, w) < min_side:
-        raise TransegError(f"the ERF input size {h}x{w} is too small: each side must be at least {min_side} "
+        raise TransegError(f"{what} {h}x{w} is too small: each side must be at least {min_side} "
                            "pixels (the model's coarsest stride)")
     if h * w > MAX_PIXELS:
-        raise TransegError(f"the ERF input size {h}x{w} is too large (at most {MAX_PIXELS // 10**6} Mpx)")
+        raise TransegError(f"{what} {h}x{w} is too large (at most {MAX_PIXELS // 10**6} Mpx)")
     return h, w
 
 

@@ -9,6 +9,7 @@ from rich.progress import Progress
 from transeg.data.datasets import SegmentationDataset
 from transeg.data.transforms import rescale_size, resize_image
 from transeg.engine.distributed import DistInfo
+from transeg.engine.object_size import ObjectSizeMetrics
 from transeg.engine.recipe import EvalSection
 from transeg.inference.modes import Predictor, logits_to_labels
 from transeg.metrics import ConfusionMatrix, SegMetrics, compute_metrics
@@ -28,12 +29,15 @@ def evaluate(model: Segmentor, dataset: SegmentationDataset, cfg: EvalSection,
 
     Each image is resized keeping its ratio to fit ``test_scale`` (if given), predicted with the
     configured mode, and its logits are resized back to the label map's size before the argmax.
-    Returns the metrics and the (K, K) confusion matrix (rows: ground truth).
+    Returns the metrics and the (K, K) confusion matrix (rows: ground truth). With
+    ``cfg.by_object_size`` the metrics also hold mIoU by ground-truth segment size (``object_size``).
     """
     info = info or DistInfo()
     was_training = model.training
     predictor = build_predictor(model, cfg, size_divisor, info.device)
     matrix = ConfusionMatrix(model.num_classes, ignore_index=dataset.ignore_index)
+    by_size = ObjectSizeMetrics(model.num_classes, cfg.size_thresholds, dataset.ignore_index,
+                                cfg.size_connectivity) if cfg.by_object_size else None
     indices = range(info.rank, len(dataset), info.world_size)
     with Progress(transient=True, disable=not (show_progress and info.is_main)) as progress:
         task = progress.add_task("evaluate", total=len(indices))
@@ -44,8 +48,15 @@ def evaluate(model: Segmentor, dataset: SegmentationDataset, cfg: EvalSection,
                 image = resize_image(image, *rescale_size(*image.shape[:2], test_scale))
             logits = predictor.predict_logits(image)
             logits = F.interpolate(logits, size=label.shape, mode="bilinear", align_corners=False)
-            matrix.update(logits_to_labels(logits)[0].cpu(), label)
+            pred = logits_to_labels(logits)[0].cpu()
+            matrix.update(pred, label)
+            if by_size is not None:
+                by_size.update(pred, label)
             progress.advance(task)
     matrix.all_reduce()
     model.train(was_training)
-    return compute_metrics(matrix.matrix, dataset.classes), matrix.matrix
+    metrics = compute_metrics(matrix.matrix, dataset.classes)
+    if by_size is not None:
+        by_size.all_reduce()
+        metrics.by_object_size = by_size.to_dict(dataset.classes)
+    return metrics, matrix.matrix

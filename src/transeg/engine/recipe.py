@@ -46,6 +46,8 @@ class DataSection(_Section):
     test_scale: Pair | None = (2048, 512)  # keep-ratio resize at test time; null: none
     size_divisor: PositiveInt | None = None  # test-time H, W rounded up to multiples (official: 32)
     num_workers: int = Field(2, ge=0)
+    subset: float | None = Field(None, gt=0, le=1)  # train on this seeded fraction of train_split (Segmenter Table 5)
+    subset_seed: int = 0  # which images the fraction keeps
 
     @model_validator(mode="after")
     def _check(self) -> DataSection:
@@ -103,11 +105,17 @@ class EvalSection(_Section):
     scales: tuple[PositiveFloat, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
     flip: bool = True
     batch_size: PositiveInt = 4
+    by_object_size: bool = False  # add mIoU on small / medium / large segments (Segmenter Table 4)
+    size_thresholds: tuple[PositiveInt, PositiveInt] = (1024, 9216)  # pixel areas: COCO's 32² and 96²
+    size_connectivity: Literal[4, 8] = 4  # how ground-truth pixels join into segments
 
     @model_validator(mode="after")
     def _check(self) -> EvalSection:
         if self.mode == "slide" and (self.crop is None or self.stride is None):
             raise ValueError("mode 'slide' needs crop and stride")
+        if self.size_thresholds[0] >= self.size_thresholds[1]:
+            raise ValueError(f"size_thresholds {self.size_thresholds} are not (small-medium, medium-large) areas "
+                             "in increasing order")
         return self
 
 

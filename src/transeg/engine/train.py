@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from transeg.data.datasets import SegmentationDataset, build_dataset
 from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
+from transeg.data.subset import subset
 from transeg.data.transforms import train_transforms
 from transeg.engine import checkpoint as ckpt
 from transeg.engine.cadence import Cadence
@@ -93,6 +94,8 @@ class Trainer:
         self.ckpt_dir = self.out_dir / "checkpoints"
         data = cfg.data
         self.train_set = build_dataset(data.dataset, data.root, data.train_split, **data.options)
+        if data.subset is not None:
+            self.train_set = subset(self.train_set, data.subset, data.subset_seed)
         self.val_set: SegmentationDataset | None = (
             build_dataset(data.dataset, data.root, data.val_split, **data.options) if data.val_split else None
         )
