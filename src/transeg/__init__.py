@@ -1,6 +1,6 @@
 """transeg: transformer semantic segmentation (SegFormer, Segmenter, SegDeformer) in PyTorch."""
 
-from transeg.api import create_model
+from transeg.api import create_model, load_model
 from transeg.errors import TransegError
 from transeg.inference.backends import optimize_for_inference
 from transeg.models.config import ModelConfig
@@ -8,7 +8,6 @@ from transeg.models.factory import build_model
 from transeg.models.outputs import SegOutput
 from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import list_models
-from transeg.weights.load import load_model
 from transeg.weights.native import save_model
 from transeg.weights.segformer import save_hf_pretrained
 

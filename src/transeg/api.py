@@ -1,13 +1,16 @@
-"""The joins of models and weights behind the public API: models by zoo name, with or without weights."""
+"""The joins of models and weights behind the public API: models by zoo name or from any checkpoint,
+with or without pretrained encoder weights."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from transeg.errors import TransegError
 from transeg.models.factory import build_model
 from transeg.models.segmentor import Segmentor
-from transeg.models.zoo import model_config
-from transeg.weights.load import load_encoder_weights
+from transeg.models.zoo import ZOO, model_config
+from transeg.weights import load
 
 
 def create_model(name: str, num_classes: int | None = None, encoder_weights: str | os.PathLike[str] | None = None,
@@ -20,5 +23,20 @@ def create_model(name: str, num_classes: int | None = None, encoder_weights: str
     here, and inputs of that size use them as they are."""
     model = build_model(model_config(name, num_classes, class_names, image_size))
     if encoder_weights is not None:
-        load_encoder_weights(model, encoder_weights)
+        load.load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def load_model(spec: str | os.PathLike[str], num_classes: int | None = None) -> Segmentor:
+    """A model from a zoo name (random weights, ``num_classes`` classes or the variant's default) or
+    from any checkpoint ``transeg.weights.load.load_model`` reads, which must then have ``num_classes``
+    classes when that is given. Only a ``str`` is looked up in the zoo: a path object is a path."""
+    if isinstance(spec, str):
+        if spec in ZOO:
+            return create_model(spec, num_classes=num_classes)
+        if not Path(spec).exists() and "/" not in spec and "." not in spec:
+            raise TransegError(f"{spec!r} is neither a model name (see `transeg list`) nor an existing path")
+    model = load.load_model(spec)
+    if num_classes is not None and num_classes != model.num_classes:
+        raise TransegError(f"{spec}: the checkpoint has {model.num_classes} classes, not {num_classes}")
     return model

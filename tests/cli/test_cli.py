@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
+import click
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import transeg
-from transeg.cli import cli
+from transeg.cli import COMMANDS, cli
 
 
 def run(*args: str):
@@ -95,3 +97,39 @@ def test_bad_input_gives_one_line_error(args, expected, tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and expected in lines[0], result.output
     assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def imported_modules(monkeypatch) -> list[str]:
+    """The modules the command line imports by name from now on, starting with no command loaded."""
+    names: list[str] = []
+    real_import = importlib.import_module
+
+    def recording_import(name: str, package: str | None = None):
+        names.append(name)
+        return real_import(name, package)
+
+    monkeypatch.setattr(cli, "commands", {})
+    monkeypatch.setattr(importlib, "import_module", recording_import)
+    return names
+
+
+def test_help_lists_every_command_without_importing_one(imported_modules):
+    result = run("--help")
+    assert result.exit_code == 0, result.output
+    listed = [line.split()[0] for line in result.output.split("Commands:\n")[1].splitlines()]
+    assert listed == sorted(COMMANDS)
+    assert "  erf         Effective receptive fields (SegFormer Fig.\n" in result.output
+    assert imported_modules == []
+
+
+def test_a_command_imports_its_group_alone(imported_modules):
+    result = run("list")
+    assert result.exit_code == 0 and "segformer-b0\n" in result.output
+    assert imported_modules == ["transeg.cli.models"]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_listed_summary_is_the_first_paragraph_of_the_commands_help(name):
+    command = cli.get_command(click.Context(cli), name)
+    assert COMMANDS[name].summary == " ".join(command.help.partition("\n\n")[0].split())

@@ -10,7 +10,15 @@ from torch import nn
 
 import transeg
 from transeg.errors import TransegError
-from transeg.inference.modes import Predictor, logits_to_labels, ms_flip_probs, normalize, slide_logits, whole_logits
+from transeg.inference.modes import (
+    Predictor,
+    logits_to_labels,
+    ms_flip_probs,
+    normalize,
+    passes_per_image,
+    slide_logits,
+    whole_logits,
+)
 
 K = 5
 
@@ -338,3 +346,20 @@ def test_functions_validate_arguments(model):
         ms_flip_probs(model, x, mode="tile")
     with pytest.raises(TransegError, match="crop and stride"):
         ms_flip_probs(model, x, mode="slide")
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"mode": "whole"}, 1),
+    ({"mode": "slide", "crop": 96, "stride": 96}, 1),
+    ({"mode": "ms-flip", "scales": (0.5, 1.0, 1.5), "flip": False}, 3),
+    ({"mode": "ms-flip", "scales": (0.5, 1.0, 1.5), "flip": True}, 6),
+])
+def test_passes_per_image_counts_the_predictors_forward_passes(model, options, expected):
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        Predictor(model, **options).predict(_image(96, 80))
+    finally:
+        hook.remove()
+    assert passes_per_image(options["mode"], options.get("scales", ()), options.get("flip", False)) == expected
+    assert len(calls) == expected

@@ -1,6 +1,13 @@
-"""Evaluation over a dataset: predictions at the label resolution accumulated in one confusion matrix."""
+"""Evaluation over a dataset: predictions at the label resolution accumulated in one confusion matrix,
+at one or several test scales, and the ``metrics.json`` report of the results."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +18,14 @@ from transeg.data.transforms import rescale_size, resize_image
 from transeg.engine.distributed import DistInfo
 from transeg.engine.object_size import ObjectSizeMetrics
 from transeg.engine.recipe import EvalSection
+from transeg.errors import TransegError
 from transeg.inference.modes import Predictor, logits_to_labels
 from transeg.metrics import ConfusionMatrix, SegMetrics, compute_metrics
 from transeg.models.segmentor import Segmentor
+from transeg.viz import save_confusion_png
+from transeg.weights.files import write_atomic
+
+TestScale = tuple[int, int] | None
 
 
 def build_predictor(model: Segmentor, cfg: EvalSection, size_divisor: int | None = None,
@@ -60,3 +72,66 @@ def evaluate(model: Segmentor, dataset: SegmentationDataset, cfg: EvalSection,
         by_size.all_reduce()
         metrics.by_object_size = by_size.to_dict(dataset.classes)
     return metrics, matrix.matrix
+
+
+def require_same_classes(model: Segmentor, dataset: SegmentationDataset, name: str) -> None:
+    """Refuse to evaluate ``model`` (called ``name`` in the message) on a dataset of another class count."""
+    if dataset.num_classes != model.num_classes:
+        raise TransegError(f"{name}: {model.num_classes} classes, the dataset has {dataset.num_classes}")
+
+
+@dataclass(frozen=True)
+class ScaleEvaluation:
+    """The metrics and (K, K) confusion matrix of one evaluation at ``test_scale`` (None: no resize)."""
+
+    test_scale: TestScale
+    metrics: SegMetrics
+    confusion: torch.Tensor
+
+    @property
+    def label(self) -> str:
+        """``WxH``, or ``none`` without a test scale: the name of this block in ``metrics.json``."""
+        return "none" if self.test_scale is None else f"{self.test_scale[0]}x{self.test_scale[1]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON block: ``test_scale`` then ``SegMetrics.to_dict()``."""
+        return {"test_scale": None if self.test_scale is None else list(self.test_scale), **self.metrics.to_dict()}
+
+
+def evaluate_test_scales(model: Segmentor, dataset: SegmentationDataset, cfg: EvalSection,
+                         test_scales: Sequence[TestScale], size_divisor: int | None = None,
+                         on_result: Callable[[ScaleEvaluation], None] | None = None,
+                         show_progress: bool = True) -> list[ScaleEvaluation]:
+    """``evaluate`` once per test scale, in order; ``on_result`` receives each result as it is ready."""
+    results = []
+    for scale in test_scales:
+        metrics, confusion = evaluate(model, dataset, cfg, scale, size_divisor, show_progress=show_progress)
+        results.append(ScaleEvaluation(scale, metrics, confusion))
+        if on_result is not None:
+            on_result(results[-1])
+    return results
+
+
+def metrics_report(results: Sequence[ScaleEvaluation], model: str, split: str, mode: str,
+                   precision: str) -> dict[str, Any]:
+    """The ``metrics.json`` content: what was evaluated (``model`` as the user named it, ``split``,
+    ``mode``, ``precision``), then the one result's block flat, or every block under ``test_scales``
+    by label."""
+    header = {"model": model, "split": split, "mode": mode, "precision": precision}
+    if len(results) == 1:
+        return {**header, **results[0].to_dict()}
+    return {**header, "test_scales": {result.label: result.to_dict() for result in results}}
+
+
+def save_confusion_pngs(results: Sequence[ScaleEvaluation], out_dir: Path, class_names: list[str]) -> list[Path]:
+    """Write each result's confusion matrix into ``out_dir``: ``confusion.png`` for one result,
+    ``confusion_<label>.png`` for each of several. Returns the paths."""
+    names = ["confusion.png"] if len(results) == 1 else [f"confusion_{result.label}.png" for result in results]
+    return [save_confusion_png(result.confusion, out_dir / name, class_names)
+            for result, name in zip(results, names, strict=True)]
+
+
+def write_metrics_json(report: dict[str, Any], path: Path) -> Path:
+    """Write ``report`` as indented JSON; a crash never leaves half a file."""
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return path

@@ -160,6 +160,12 @@ def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
     return values
 
 
+def passes_per_image(mode: str, scales: Sequence[float], flip: bool) -> int:
+    """How many times ``Predictor`` runs the model over each image in ``mode`` (its slide windows not
+    counted): once, or once per scale, twice with ``flip``, in ms-flip mode."""
+    return len(scales) * (2 if flip else 1) if mode == "ms-flip" else 1
+
+
 def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
     """(B, K, H, W) -> (B, H, W) int64 labels: argmax over classes, or ``logit > 0`` when K == 1."""
     if logits.shape[1] == 1:

@@ -1,0 +1,61 @@
+"""The ``transeg`` command line: a thin layer over the library, one module per group of commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from transeg.cli.lazy import LazyCommand, LazyGroup
+from transeg.errors import TransegError, one_line
+
+# every command, in the module of its group, with the first paragraph of its help
+COMMANDS = {
+    "list": LazyCommand("transeg.cli.models:list_command", "List the model names."),
+    "info": LazyCommand("transeg.cli.models:info",
+                        "Parameters (encoder, decoder, total) and GMACs of MODEL at one input size."),
+    "convert": LazyCommand("transeg.cli.models:convert_command", "Convert a checkpoint (official, mmseg 0.x, "
+                           "transformers, transeg) to transeg or transformers format."),
+    "export": LazyCommand("transeg.cli.models:export_command",
+                          "Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size)."),
+    "train": LazyCommand("transeg.cli.run:train_command",
+                         "Train the model described by CONFIG (YAML); run under torchrun for several processes."),
+    "eval": LazyCommand("transeg.cli.run:eval_command", "Evaluate MODEL (any checkpoint) on a dataset: mIoU, "
+                        "per-class IoU/Acc/Dice, confusion matrix."),
+    "predict": LazyCommand("transeg.cli.run:predict", "Segment IMAGES (files, folders or globs) with MODEL; "
+                           "write label PNGs and overlays to --out."),
+    "data": LazyCommand("transeg.cli.run:data_group", "Dataset tools."),
+    "demo": LazyCommand("transeg.cli.run:demo", "Train segformer-b0 on generated scenes (CPU, a few minutes) "
+                        "and evaluate it on held-out ones."),
+    "bench": LazyCommand("transeg.cli.analysis:bench", "Latency (median, min, max), images/s and peak memory "
+                         "of MODEL's inference or training step."),
+    "robustness": LazyCommand("transeg.cli.analysis:robustness_command", "mIoU of MODEL under common "
+                              "corruptions x severities (SegFormer Table 5, Cityscapes-C style)."),
+    "erf": LazyCommand("transeg.cli.analysis:erf_command", "Effective receptive fields (SegFormer Fig. 3) of "
+                       "each encoder stage and of the head of MODEL, averaged over IMAGES (files, folders or "
+                       "globs): erf.png, erf_<name>.png and erf.json in --out."),
+}
+
+
+class _Group(LazyGroup):
+    """Turns a TransegError into one line on stderr and exit code 2 (a traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TransegError as exc:
+            if ctx.params.get("debug"):
+                raise
+            click.echo(f"error: {one_line(exc)}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, lazy_commands=COMMANDS)
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.version_option(package_name="transeg")
+def cli(debug: bool) -> None:
+    """Transformer semantic segmentation: SegFormer, Segmenter, SegDeformer."""
+
+
+def main() -> None:
+    cli(prog_name="transeg")

@@ -1,0 +1,34 @@
+"""Options that several commands share, spelled and documented once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(["auto", "eager", "onnx"]), default="auto", show_default=True,
+    help="auto: ONNX Runtime (exported once, cached) for fp32 on the CPU when the onnx extra is installed, "
+         "else PyTorch eager.")
+PRECISION_OPTION = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+                                show_default=True, help="bf16: eager under autocast (AVX512-BF16/AMX CPUs, GPUs).")
+OVERRIDES_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                                help="Override a config value.")
+OUT_DIR_OPTION = click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+                              help="Output folder.")
+DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def num_classes_option(applies_to: str = "zoo names only") -> Decorator:
+    """``--num-classes``, whose help says which models it ``applies_to``."""
+    return click.option("--num-classes", type=int, default=None, help=f"Classes of the head ({applies_to}).")
+
+
+def size_option(help_text: str = "Input H W.") -> Decorator:
+    """``--size H W``, 512 x 512 by default."""
+    return click.option("--size", type=(int, int), default=(512, 512), show_default=True, help=help_text)

@@ -1,0 +1,190 @@
+"""Commands that run a model or a dataset: train, eval, predict, data check, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from torch import nn
+
+from transeg.api import load_model
+from transeg.cli.console import console
+from transeg.cli.options import (
+    BACKEND_OPTION,
+    OUT_DIR_OPTION,
+    OVERRIDES_OPTION,
+    PRECISION_OPTION,
+    num_classes_option,
+)
+from transeg.data.check import check_dataset, diagnose, format_report
+from transeg.data.datasets import build_dataset_from_config
+from transeg.demo import run_demo
+from transeg.engine.evaluate import (
+    ScaleEvaluation,
+    evaluate_test_scales,
+    metrics_report,
+    require_same_classes,
+    save_confusion_pngs,
+    write_metrics_json,
+)
+from transeg.engine.recipe import load_config
+from transeg.engine.train import train
+from transeg.errors import TransegError
+from transeg.inference.backends import optimize_for_inference
+from transeg.inference.files import expand_images, predict_files
+from transeg.inference.modes import passes_per_image
+from transeg.models.segmentor import Segmentor
+
+
+def inference_model(segmentor: Segmentor, backend: str, precision: str, images: int, mode: str,
+                    scales: Sequence[float], flip: bool) -> nn.Module:
+    """``optimize_for_inference`` for a job of ``images`` images, saying so when an ONNX export runs."""
+
+    def announce(path: Path) -> None:
+        console.print(f"exporting {segmentor.config.name} to ONNX once (cached in {path.parent})")
+
+    passes = images * passes_per_image(mode, scales, flip)
+    return optimize_for_inference(segmentor, backend, precision, passes, on_export=announce)
+
+
+@click.command()
+@click.argument("model")
+@click.argument("images", nargs=-1, required=True)
+@OUT_DIR_OPTION
+@num_classes_option()
+@click.option("--mode", type=click.Choice(["whole", "slide", "ms-flip"]), default="whole", show_default=True)
+@click.option("--crop", type=(int, int), default=None, help="Sliding-window size H W.")
+@click.option("--stride", type=(int, int), default=None, help="Sliding-window stride H W.")
+@click.option("--scales", default="0.5,0.75,1.0,1.25,1.5,1.75", show_default=True,
+              help="Scales for ms-flip.")
+@click.option("--no-flip", is_flag=True, help="ms-flip without the horizontal flips.")
+@click.option("--size-divisor", type=int, default=None, help="Resize so H and W are multiples (e.g. 32).")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward in slide.")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity.")
+@BACKEND_OPTION
+@PRECISION_OPTION
+def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
+            crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: str, no_flip: bool,
+            size_divisor: int | None, batch_size: int, alpha: float, backend: str, precision: str) -> None:
+    """Segment IMAGES (files, folders or globs) with MODEL; write label PNGs and overlays to --out."""
+    try:
+        scale_values = tuple(float(s) for s in scales.split(","))
+    except ValueError:
+        raise TransegError(f"--scales: expected comma-separated numbers, got {scales!r}") from None
+    segmentor = load_model(model, num_classes)
+    if model == segmentor.config.name:
+        console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real predictions")
+    paths = [str(p) for p in expand_images(images)]
+    runner = inference_model(segmentor, backend, precision, len(paths), mode, scale_values, not no_flip)
+    written = predict_files(
+        runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scale_values, flip=not no_flip,
+        size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
+    )
+    console.print(f"wrote {len(written)} label maps and overlays to {out_dir}")
+
+
+@click.command("train")
+@click.argument("config", type=click.Path(path_type=Path))
+@OVERRIDES_OPTION
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of output_dir.")
+@click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default=None,
+              help="Stop on an unreadable or invalid training sample, or skip it (logged once). "
+                   "Default: train.on_bad_sample.")
+def train_command(config: Path, overrides: tuple[str, ...], resume: bool, on_bad_sample: str | None) -> None:
+    """Train the model described by CONFIG (YAML); run under torchrun for several processes."""
+    overrides = (*overrides, *([f"train.on_bad_sample={on_bad_sample}"] if on_bad_sample else []))
+    result = train(load_config(config, list(overrides)), resume=resume)
+    best = f"; best val mIoU {result.best_miou * 100:.2f}" if result.best_miou is not None else ""
+    stop = f" (stopped: {result.stopped_early})" if result.stopped_early else ""
+    console.print(f"trained to iteration {result.iteration}{stop}{best}; model in {result.output_dir}")
+
+
+@click.command("eval")
+@click.argument("model")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True,
+              help="Training config whose data and eval sections are used.")
+@OVERRIDES_OPTION
+@click.option("--split", default=None, help="Split to evaluate (default: data.val_split).")
+@click.option("--mode", type=click.Choice(["whole", "slide", "ms-flip"]), default=None, help="Inference mode.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for metrics.json and confusion.png (default: beside the model).")
+@click.option("--test-scale", "test_scales", type=(int, int), multiple=True, metavar="W H",
+              help="Keep-ratio test resize as data.test_scale (long and short edge at most max(W, H) and "
+                   "min(W, H)); repeat it to evaluate at several resolutions, one metrics block each.")
+@BACKEND_OPTION
+@PRECISION_OPTION
+def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], split: str | None, mode: str | None,
+                 out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], backend: str, precision: str) -> None:
+    """Evaluate MODEL (any checkpoint) on a dataset: mIoU, per-class IoU/Acc/Dice, confusion matrix."""
+    overrides = (*overrides, *([f"eval.mode={mode}"] if mode else []))
+    cfg = load_config(config_path, list(overrides))
+    if any(min(scale) < 1 for scale in test_scales):
+        raise TransegError(f"--test-scale: W and H must be positive, got {' '.join(map(str, test_scales))}")
+    scales = list(dict.fromkeys(test_scales)) or [cfg.data.test_scale]  # none given: the config's
+    segmentor = load_model(model)
+    split = split or cfg.data.val_split
+    if split is None:
+        raise TransegError(f"{config_path}: data.val_split is null; name the split with --split")
+    dataset = build_dataset_from_config(cfg.data, split)
+    require_same_classes(segmentor, dataset, model)
+    runner = inference_model(segmentor, backend, precision, len(dataset) * len(scales), cfg.eval.mode,
+                             cfg.eval.scales, cfg.eval.flip)
+    out_dir = out_dir or (Path(model).parent if Path(model).exists() else Path("."))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def show(result: ScaleEvaluation) -> None:
+        if len(scales) > 1:
+            click.echo(f"test scale {result.label}")
+        click.echo(result.metrics.format_table())
+
+    results = evaluate_test_scales(runner, dataset, cfg.eval, scales, cfg.data.size_divisor, on_result=show)
+    written = save_confusion_pngs(results, out_dir, list(dataset.classes))
+    report = metrics_report(results, model=model, split=split, mode=cfg.eval.mode, precision=precision)
+    if len(scales) > 1:
+        click.echo("mIoU by test scale: " + ", ".join(
+            f"{k} " + ("n/a" if v["mIoU"] is None else f"{v['mIoU'] * 100:.2f}")
+            for k, v in report["test_scales"].items()))
+    write_metrics_json(report, out_dir / "metrics.json")
+    console.print(f"wrote {out_dir / 'metrics.json'} and {', '.join(str(p) for p in written)}")
+
+
+@click.group("data")
+def data_group() -> None:
+    """Dataset tools."""
+
+
+@data_group.command("check")
+@click.argument("config", type=click.Path(path_type=Path))
+@OVERRIDES_OPTION
+@click.option("--split", default=None, help="Split to check (default: both train and val).")
+@click.option("--limit", type=int, default=None, help="Check only the first N pairs of each split.")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def data_check(config: Path, overrides: tuple[str, ...], split: str | None, limit: int | None,
+               as_json: bool) -> None:
+    """Scan the dataset of CONFIG: pairing, sizes, label values, class histogram, and hints."""
+    cfg = load_config(config, list(overrides))
+    splits = [split] if split else [s for s in (cfg.data.train_split, cfg.data.val_split) if s]
+    failed = False
+    for name in splits:
+        report = check_dataset(build_dataset_from_config(cfg.data, name), limit)
+        if as_json:
+            click.echo(json.dumps({"split": name, **report.to_dict()}))
+        else:
+            click.echo(format_report(report))
+        for hint in diagnose(report):
+            click.echo(f"  hint: {hint}")
+        failed |= not report.ok
+    if failed:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
+def demo(out_dir: Path) -> None:
+    """Train segformer-b0 on generated scenes (CPU, a few minutes) and evaluate it on held-out ones."""
+    metrics = run_demo(out_dir)
+    click.echo(metrics.format_table())
+    console.print(f"held-out mIoU {metrics.mIoU * 100:.2f}; overlays, metrics.json and the model in {out_dir}")
