@@ -271,16 +271,3 @@ def test_real_camvid_splits_and_labels():
     assert sample["image"].shape == (360, 480, 3) and sample["label"].shape == (360, 480)
     assert set(np.unique(sample["label"]).tolist()) <= set(range(11)) | {255}
     assert check_dataset(val, limit=5).ok
-
-
-def test_dataset_from_config_uses_its_name_root_split_and_options(tmp_path):
-    from transeg.data.synthetic import write_synthetic_dataset
-    from transeg.engine.recipe import parse_config
-
-    root = write_synthetic_dataset(tmp_path / "d", num_train=3, num_val=2, size=(32, 32))
-    (tmp_path / "two.yaml").write_text("classes: [a, b]\n")
-    data = parse_config({"data": {"dataset": "folder", "root": str(root),
-                                  "options": {"classes_yaml": str(tmp_path / "two.yaml")}}}).data
-    val = D.build_dataset_from_config(data, "val")
-    assert len(val) == 2 and tuple(val.classes) == ("a", "b")
-    assert len(D.build_dataset_from_config(data, "train")) == 3

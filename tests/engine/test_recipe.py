@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from transeg.engine.recipe import load_config
+from transeg.data.synthetic import write_synthetic_dataset
+from transeg.engine.recipe import build_dataset_from_config, load_config, parse_config
 from transeg.errors import TransegError
 
 MINIMAL = "data: {dataset: camvid, root: /data/camvid}\n"
@@ -63,3 +64,13 @@ def test_every_recipe_in_configs_validates():
         if path.parent.name != "_base":
             cfg = load_config(path)
             assert cfg.model.name.startswith(("segformer-", "segmenter-", "segdeformer-")), path
+
+
+def test_dataset_from_config_uses_its_name_root_split_and_options(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "d", num_train=3, num_val=2, size=(32, 32))
+    (tmp_path / "two.yaml").write_text("classes: [a, b]\n")
+    data = parse_config({"data": {"dataset": "folder", "root": str(root),
+                                  "options": {"classes_yaml": str(tmp_path / "two.yaml")}}}).data
+    val = build_dataset_from_config(data, "val")
+    assert len(val) == 2 and tuple(val.classes) == ("a", "b")
+    assert len(build_dataset_from_config(data, "train")) == 3

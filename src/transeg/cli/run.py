@@ -20,7 +20,6 @@ from transeg.cli.options import (
     num_classes_option,
 )
 from transeg.data.check import check_dataset, diagnose, format_report
-from transeg.data.datasets import build_dataset_from_config
 from transeg.demo import run_demo
 from transeg.engine.evaluate import (
     ScaleEvaluation,
@@ -30,7 +29,7 @@ from transeg.engine.evaluate import (
     save_confusion_pngs,
     write_metrics_json,
 )
-from transeg.engine.recipe import load_config
+from transeg.engine.recipe import build_dataset_from_config, load_config
 from transeg.engine.train import train
 from transeg.errors import TransegError
 from transeg.inference.backends import optimize_for_inference

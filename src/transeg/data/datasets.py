@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
@@ -38,9 +38,6 @@ from transeg.data.labels import (
     reduce_zero_label_lut,
 )
 from transeg.errors import TransegError
-
-if TYPE_CHECKING:
-    from transeg.engine.recipe import DataSection
 
 Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
 
@@ -404,8 +401,3 @@ def build_dataset(
     except TypeError as exc:
         raise TransegError(f"dataset {name!r}: {exc}") from None
     return constructor(root, split, transform=transform, **options)
-
-
-def build_dataset_from_config(data: DataSection, split: str) -> SegmentationDataset:
-    """The ``split`` of the dataset a config's ``data`` section describes (its name, root and options)."""
-    return build_dataset(data.dataset, data.root, split, **data.options)

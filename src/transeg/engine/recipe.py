@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from transeg.data.datasets import SegmentationDataset, build_dataset
 from transeg.errors import TransegError
 
 Pair = tuple[int, int]
@@ -204,3 +205,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     """Read, merge bases, apply overrides and validate a training config file."""
     path = Path(path)
     return parse_config(apply_overrides(_read_yaml(path), overrides or []), str(path))
+
+
+def build_dataset_from_config(data: DataSection, split: str) -> SegmentationDataset:
+    """The ``split`` of the dataset a config's ``data`` section describes (its name, root and options)."""
+    return build_dataset(data.dataset, data.root, split, **data.options)

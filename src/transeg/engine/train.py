@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from transeg.data.datasets import SegmentationDataset, build_dataset
+from transeg.data.datasets import SegmentationDataset
 from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
 from transeg.data.subset import subset
 from transeg.data.transforms import train_transforms
@@ -32,7 +32,7 @@ from transeg.engine.evaluate import evaluate
 from transeg.engine.losses import global_loss_divisor, total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
 from transeg.engine.progress import TrainingProgress
-from transeg.engine.recipe import ModelSection, TrainConfig
+from transeg.engine.recipe import ModelSection, TrainConfig, build_dataset_from_config
 from transeg.engine.stopping import Stopping, interrupt_flag
 from transeg.engine.train_state import TrainState
 from transeg.engine.training_log import TrainingLog
@@ -93,11 +93,11 @@ class Trainer:
         self.out_dir = Path(cfg.output_dir)
         self.ckpt_dir = self.out_dir / "checkpoints"
         data = cfg.data
-        self.train_set = build_dataset(data.dataset, data.root, data.train_split, **data.options)
+        self.train_set = build_dataset_from_config(data, data.train_split)
         if data.subset is not None:
             self.train_set = subset(self.train_set, data.subset, data.subset_seed)
         self.val_set: SegmentationDataset | None = (
-            build_dataset(data.dataset, data.root, data.val_split, **data.options) if data.val_split else None
+            build_dataset_from_config(data, data.val_split) if data.val_split else None
         )
         torch.manual_seed(cfg.train.seed + self.info.rank)
         model = model if model is not None else build_training_model(cfg.model, self.train_set)
