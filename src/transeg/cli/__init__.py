@@ -31,6 +31,9 @@ COMMANDS = {
                          "of MODEL's inference or training step."),
     "robustness": LazyCommand("transeg.cli.analysis:robustness_command", "mIoU of MODEL under common "
                               "corruptions x severities (SegFormer Table 5, Cityscapes-C style)."),
+    "attention": LazyCommand("transeg.cli.analysis:attention_command", "Per-head attention maps (Segmenter "
+                             "Fig. 1) of one patch of IMAGE in a ViT-based MODEL: head_XX.png, attention.png and "
+                             "attention.json in --out."),
     "erf": LazyCommand("transeg.cli.analysis:erf_command", "Effective receptive fields (SegFormer Fig. 3) of "
                        "each encoder stage and of the head of MODEL, averaged over IMAGES (files, folders or "
                        "globs): erf.png, erf_<name>.png and erf.json in --out."),

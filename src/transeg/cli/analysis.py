@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 import torch
 
+from transeg.analysis.attention import attention_of_file
+from transeg.analysis.attention import write_outputs as write_attention_outputs
 from transeg.analysis.bench import bench_inference, bench_train_step
 from transeg.analysis.erf import erf_of_files
 from transeg.analysis.erf import write_outputs as write_erf_outputs
@@ -96,6 +98,26 @@ def robustness_command(model: str, dataset_name: str, data_root: Path, split: st
                              model_path=model, dataset=dataset_name, split=split, seed=seed, limit=limit, mode=mode)
     console.print(f"wrote robustness.json, robustness.csv, robustness_by_severity.csv and robustness.png to "
                   f"{out_dir} ({result.wall_seconds:.0f} s)")
+
+
+@click.command("attention")
+@click.argument("model")
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--patch", type=(int, int), required=True, metavar="Y X",
+              help="The query patch: row and column on the ceil(H/p) x ceil(W/p) patch grid, from 0.")
+@click.option("--layer", type=int, default=0, show_default=True,
+              help="Encoder block, from 0 (the first, as in Segmenter Fig. 1).")
+@click.option("--size", type=(int, int), default=None, metavar="H W",
+              help="Resize the image to H x W first (default: its own size).")
+@num_classes_option()
+@OUT_DIR_OPTION
+def attention_command(model: str, image: Path, patch: tuple[int, int], layer: int, size: tuple[int, int] | None,
+                      num_classes: int | None, out_dir: Path) -> None:
+    """Per-head attention maps (Segmenter Fig. 1) of one patch of IMAGE in a ViT-based MODEL:
+    head_XX.png, attention.png and attention.json in --out."""
+    result, shown = attention_of_file(load_model(model, num_classes), image, patch, layer, size)
+    written = write_attention_outputs(result, shown, out_dir, source=str(image))
+    console.print(f"wrote {len(written)} files to {out_dir} (patch {patch[0]} {patch[1]}, layer {layer})")
 
 
 @click.command("erf")

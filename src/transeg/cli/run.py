@@ -113,12 +113,22 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, on_bad
 @click.option("--test-scale", "test_scales", type=(int, int), multiple=True, metavar="W H",
               help="Keep-ratio test resize as data.test_scale (long and short edge at most max(W, H) and "
                    "min(W, H)); repeat it to evaluate at several resolutions, one metrics block each.")
+@click.option("--by-object-size", is_flag=True,
+              help="Add mIoU on small / medium / large ground-truth segments (Segmenter Table 4) to metrics.json.")
+@click.option("--size-thresholds", type=(int, int), default=None, metavar="A B",
+              help="Pixel areas separating small | medium | large segments (default 1024 9216: COCO's 32² and "
+                   "96²); implies --by-object-size.")
 @BACKEND_OPTION
 @PRECISION_OPTION
 def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], split: str | None, mode: str | None,
-                 out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], backend: str, precision: str) -> None:
+                 out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], by_object_size: bool,
+                 size_thresholds: tuple[int, int] | None, backend: str, precision: str) -> None:
     """Evaluate MODEL (any checkpoint) on a dataset: mIoU, per-class IoU/Acc/Dice, confusion matrix."""
     overrides = (*overrides, *([f"eval.mode={mode}"] if mode else []))
+    if by_object_size or size_thresholds:
+        overrides = (*overrides, "eval.by_object_size=true")
+    if size_thresholds:
+        overrides = (*overrides, f"eval.size_thresholds=[{size_thresholds[0]}, {size_thresholds[1]}]")
     cfg = load_config(config_path, list(overrides))
     if any(min(scale) < 1 for scale in test_scales):
         raise TransegError(f"--test-scale: W and H must be positive, got {' '.join(map(str, test_scales))}")
