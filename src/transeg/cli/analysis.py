@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import torch
 
-from transeg.analysis.attention import attention_of_file
-from transeg.analysis.attention import write_outputs as write_attention_outputs
+from transeg.analysis.attention_maps import attention_of_file
+from transeg.analysis.attention_maps import write_outputs as write_attention_outputs
 from transeg.analysis.bench import bench_inference, bench_train_step
 from transeg.analysis.erf import erf_of_files
 from transeg.analysis.erf import write_outputs as write_erf_outputs
@@ -26,7 +26,7 @@ from transeg.cli.console import console
 from transeg.cli.options import DEVICE_OPTION, JSON_OPTION, OUT_DIR_OPTION, num_classes_option, size_option
 from transeg.data.datasets import build_dataset
 from transeg.errors import TransegError
-from transeg.inference.files import expand_images
+from transeg.inference.predict import expand_images
 
 
 @click.command()

@@ -33,8 +33,8 @@ from transeg.engine.recipe import build_dataset_from_config, load_config
 from transeg.engine.train import train
 from transeg.errors import TransegError
 from transeg.inference.backends import optimize_for_inference
-from transeg.inference.files import expand_images, predict_files
 from transeg.inference.modes import passes_per_image
+from transeg.inference.predict import expand_images, predict_files
 from transeg.models.segmentor import Segmentor
 
 

@@ -34,8 +34,8 @@ from torch import nn
 from transeg.errors import TransegError
 from transeg.models.encoders.base import Encoder
 from transeg.models.layers.drop import DropPath, linear_rates
+from transeg.models.layers.feedforward import FeedForward
 from transeg.models.layers.init import init_linear_and_norm
-from transeg.models.layers.mlp import Mlp
 
 MASK_VALUE = -100.0  # the official code's value for "different region" in shifted windows
 
@@ -167,7 +167,7 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, heads, window_size, qkv_bias)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, dim * mlp_ratio)
+        self.mlp = FeedForward(dim, dim * mlp_ratio)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         h, w = x.shape[1], x.shape[2]

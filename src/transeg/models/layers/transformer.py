@@ -7,7 +7,7 @@ from torch import nn
 
 from transeg.models.layers.attention import SelfAttention
 from transeg.models.layers.drop import DropPath
-from transeg.models.layers.mlp import Mlp
+from transeg.models.layers.feedforward import FeedForward
 
 
 class TransformerBlock(nn.Module):
@@ -19,7 +19,7 @@ class TransformerBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = SelfAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, dim * mlp_ratio, dropout)
+        self.mlp = FeedForward(dim, dim * mlp_ratio, dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 
-class Mlp(nn.Module):
+class FeedForward(nn.Module):
     """fc1 -> GELU -> dropout -> fc2 -> dropout. (B, N, C) -> (B, N, C)."""
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:

@@ -1,4 +1,4 @@
-"""Patch attention maps of a ViT (Segmenter Fig. 1, transeg.analysis.attention) on a tiny model."""
+"""Patch attention maps of a ViT (Segmenter Fig. 1, transeg.analysis.attention_maps) on a tiny model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from transeg.analysis.attention import attention_of_file, patch_attention, write_outputs
+from transeg.analysis.attention_maps import attention_of_file, patch_attention, write_outputs
 from transeg.api import create_model
 from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
