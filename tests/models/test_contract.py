@@ -34,6 +34,7 @@ import transeg
 from tests.conftest import randomize_batchnorm
 from transeg.inference.backends import OnnxSegmentor
 from transeg.inference.export import export_onnx
+from transeg.models.factory import DECODERS, ENCODERS
 from transeg.models.zoo import model_config
 
 NAMES = transeg.list_models()
@@ -87,12 +88,19 @@ SHRINK_ENCODER: dict[str, Callable[[Any], Any]] = {
 # decoder fields set where they are non-zero: a head that is switched off stays off
 SHRINK_DECODER: dict[str, dict[str, int]] = {
     "mlp": {"embed_dim": 16},
+    "mmseg_mlp": {"channels": 16},
     "linear": {},
     "mask_transformer": {"n_layers": 1},  # d_model and heads follow the encoder
     "uper": {"channels": 16, "aux_channels": 8},
     "mla": {"channels": 16, "head_channels": 8},
     "segdeformer": {"channels": 16, "uper_aux_channels": 8},
 }
+
+
+def test_every_encoder_and_decoder_kind_has_a_shrink_rule():
+    """A new kind in the builder table needs its rule here before its zoo models can be checked."""
+    assert set(SHRINK_ENCODER) == set(ENCODERS)
+    assert set(SHRINK_DECODER) == set(DECODERS)
 
 
 @functools.cache
