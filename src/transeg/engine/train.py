@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from transeg.data.datasets import SegmentationDataset, build_dataset
+from transeg.data.labelled import require_labelled_pixels
+from transeg.data.labels import IGNORE_INDEX
 from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
 from transeg.data.transforms import train_transforms
 from transeg.engine import checkpoint as ckpt
@@ -106,6 +108,7 @@ class Trainer:
         self.best_miou: float | None = None
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
+        self.labels_seen = False  # whether a batch with a labelled pixel has come
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> TrainState:
@@ -184,6 +187,7 @@ class Trainer:
             batch = next(batches)
             image = batch["image"].to(self.info.device, non_blocking=True)
             label = batch["label"].to(self.info.device, non_blocking=True)
+            self._check_labelled(label)
             last = m == cfg.grad_accum - 1
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
@@ -266,6 +270,14 @@ class Trainer:
                                               else [self.info.device])
         return network
 
+    def _check_labelled(self, label: torch.Tensor) -> None:
+        """Until a batch has a labelled pixel, an all-ignored (B, H, W) batch makes the training set
+        prove that it labels something (``require_labelled_pixels``): a run on nothing stops."""
+        if not self.labels_seen:
+            if not bool((label != IGNORE_INDEX).any()):
+                require_labelled_pixels(self.train_set, self.cfg.train.on_bad_sample)
+            self.labels_seen = True
+
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
@@ -284,7 +296,7 @@ class Trainer:
     def _evaluate(self, log: TrainingLog) -> dict[str, Any]:
         data = self.cfg.data
         metrics, _ = evaluate(self.model, self.val_set, self.cfg.eval, data.test_scale, data.size_divisor,
-                              self.info, show_progress=False)
+                              self.info, show_progress=False, on_bad_sample=self.cfg.train.on_bad_sample)
         self.model.train()
         summary = {"iter": self.iteration, "mIoU": metrics.mIoU, "aAcc": metrics.aAcc, "mAcc": metrics.mAcc}
         log.write(summary)
