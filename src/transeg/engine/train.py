@@ -34,6 +34,7 @@ from transeg.engine.losses import global_loss_divisor, total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
 from transeg.engine.progress import TrainingProgress
 from transeg.engine.recipe import ModelSection, TrainConfig
+from transeg.engine.resume import check_same_config, newest_usable_checkpoint
 from transeg.engine.stopping import Stopping, interrupt_flag
 from transeg.engine.train_state import TrainState
 from transeg.engine.training_log import TrainingLog
@@ -41,6 +42,7 @@ from transeg.engine.training_model import section_num_classes, training_model_co
 from transeg.errors import TransegError
 from transeg.models.factory import build_model
 from transeg.models.segmentor import Segmentor
+from transeg.weights.keys import load_state_strict
 from transeg.weights.load import load_encoder_weights, load_model
 from transeg.weights.native import save_model
 
@@ -126,10 +128,14 @@ class Trainer:
             train_config=self.cfg.model_dump(mode="json"),
         )
 
-    def restore(self, state: TrainState) -> None:
-        """Continue from ``state``; its configs describe the run it came from and are not applied."""
-        self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
+    def restore(self, state: TrainState, source: str = "checkpoint") -> None:
+        """Continue from ``state``; its configs describe the run it came from and are not applied.
+        Weights or an optimizer state that do not fit are a TransegError naming ``source``."""
+        load_state_strict(self.model, state.model, source)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError) as exc:
+            raise TransegError(f"{source}: the optimizer state does not fit this run's optimizer ({exc})") from None
         self.scheduler.load_state_dict(state.scheduler)
         torch.set_rng_state(state.torch_rng)
         self.iteration = state.iteration
@@ -141,14 +147,24 @@ class Trainer:
         """The checkpoint dict of the run as it stands."""
         return self.snapshot().to_checkpoint()
 
-    def resume(self) -> bool:
-        """Load the newest checkpoint of the output directory; False when there is none."""
+    def resume(self, resume_anyway: bool = False) -> bool:
+        """Load the newest usable checkpoint of the output directory; False when there is none.
+
+        Newer checkpoints that do not read are passed over with one warning; none usable is a
+        TransegError naming them. A checkpoint made under another training config is refused,
+        naming the differing keys, unless ``resume_anyway``.
+        """
         if self.info.is_main:
             ckpt.remove_partial_writes(self.ckpt_dir)
-        path = ckpt.latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        found = newest_usable_checkpoint(self.ckpt_dir)
+        if found is None:
             return False
-        self.restore(TrainState.from_checkpoint(ckpt.load_checkpoint(path), str(path)))
+        if found.passed_over and self.info.is_main:
+            warnings.warn(f"resuming from {found.path}; unusable newer checkpoint(s) passed over: "
+                          + " | ".join(found.passed_over), stacklevel=2)
+        if not resume_anyway:
+            check_same_config(found.state, self.cfg.model_dump(mode="json"), found.path)
+        self.restore(found.state, str(found.path))
         return True
 
     def save(self) -> Path | None:
@@ -307,9 +323,11 @@ class Trainer:
         return metrics.to_dict()
 
 
-def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
-    """Train (or, with ``resume``, continue) the run described by ``cfg``."""
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True,
+          resume_anyway: bool = False) -> TrainResult:
+    """Train (or, with ``resume``, continue) the run described by ``cfg``; ``resume_anyway``
+    continues a run whose checkpoint was made under another config (see ``Trainer.resume``)."""
     trainer = Trainer(cfg)
-    if resume and not trainer.resume() and trainer.info.is_main:
+    if resume and not trainer.resume(resume_anyway) and trainer.info.is_main:
         print(f"no checkpoint in {trainer.ckpt_dir}; starting from iteration 0")
     return trainer.fit(show_progress)
