@@ -64,11 +64,14 @@ def test_declared_minimum_is_exact():
         assert mit(torch.zeros(1, 3, 29, 29)).shape == (1, K, 8, 8)
         with pytest.raises(RuntimeError):
             mit(torch.zeros(1, 3, 28, 29))
-    for name in ("segmenter-t16-linear", "segformer-swin-t", "segformer-r101"):
-        other = transeg.create_model(name, num_classes=K).eval()
-        assert other.min_input_size == 1
-        with torch.inference_mode():
-            assert other(torch.zeros(1, 3, 1, 1)).shape[:2] == (1, K)
+
+
+@pytest.mark.parametrize("name", ["segmenter-t16-linear", "segformer-swin-t", "segformer-r101"])
+def test_encoders_declaring_no_minimum_run_on_one_pixel(name):
+    other = transeg.create_model(name, num_classes=K).eval()
+    assert other.min_input_size == 1
+    with torch.inference_mode():
+        assert other(torch.zeros(1, 3, 1, 1)).shape[:2] == (1, K)
 
 
 def test_no_padding_at_or_above_the_minimum():
@@ -136,3 +139,12 @@ def test_onnx_backend_pads(tmp_path, monkeypatch):
         labels = Predictor(runner, **mode).predict(image)
         assert labels.shape == (5, 37)
         assert (labels == Predictor(mit, **mode).predict(image)).mean() >= 0.99
+
+
+def test_predictor_names_a_missing_min_input_size():
+    class Undeclared(nn.Module):
+        config = transeg.create_model("segformer-b0", num_classes=K).config
+        num_classes = K
+
+    with pytest.raises(TransegError, match="min_input_size"):
+        Predictor(Undeclared())

@@ -90,7 +90,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, info: DistInfo | None = None, model: Segmentor | None = None) -> None:
         """``model`` replaces the one ``cfg.model`` describes (anything with ``encoder``/``decoder``
-        children, ``forward``, ``forward_train(x, labels)``, ``config`` and ``num_classes``)."""
+        children, ``forward``, ``forward_train(x, labels)``, ``config``, ``num_classes`` and
+        ``min_input_size``)."""
         self.cfg = cfg
         self.info = info or init_distributed()
         self.out_dir = Path(cfg.output_dir)

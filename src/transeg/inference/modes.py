@@ -216,7 +216,8 @@ class Predictor:
                 raise TransegError("size_divisor applies to whole-image inference, not slide windows")
             size_divisor = _positive_int("size_divisor", size_divisor)
         if not isinstance(model, InferenceModel):
-            raise TransegError("the model has no config with mean/std to normalise images")
+            raise TransegError("the model lacks what inference reads: a config with mean/std to normalise images, "
+                               "num_classes and min_input_size")
         config = model.config
         try:
             self.device = torch.device(device)
