@@ -28,12 +28,19 @@ FREE_TO_CHANGE = (
 
 @dataclass
 class Resumable:
-    """The checkpoint chosen (``path``, its ``state``) and the newer ones passed over, one
-    ``"path: reason"`` each."""
+    """The checkpoint chosen (``path``, its ``state``) and the newer ones passed over: their paths
+    (``unusable``) and why, one ``"path: reason"`` each (``passed_over``)."""
 
     path: Path
     state: TrainState
+    unusable: list[Path]
     passed_over: list[str]
+
+
+def set_aside(path: Path) -> Path:
+    """Rename an unusable checkpoint to ``NAME.unusable``: no longer a checkpoint, it can neither be
+    resumed from nor outlive the good ones when old checkpoints are deleted. Returns the new path."""
+    return path.rename(path.with_name(f"{path.name}.unusable"))
 
 
 def flatten(config: dict[str, Any]) -> dict[str, Any]:
@@ -71,14 +78,16 @@ def check_same_config(state: TrainState, current: dict[str, Any], source: Path) 
 def newest_usable_checkpoint(directory: Path) -> Resumable | None:
     """The newest checkpoint of ``directory`` that reads as a complete training state (None when
     there is none at all); a TransegError naming every file when none of them reads."""
+    unusable: list[Path] = []
     passed_over: list[str] = []
     for path in reversed(list_checkpoints(directory)):
         try:
             state = TrainState.from_checkpoint(load_checkpoint(path), str(path))
         except TransegError as exc:
+            unusable.append(path)
             passed_over.append(str(exc))
             continue
-        return Resumable(path, state, passed_over)
+        return Resumable(path, state, unusable, passed_over)
     if passed_over:
         raise TransegError(f"{directory}: no checkpoint to resume from is usable: {' | '.join(passed_over)}")
     return None

@@ -34,7 +34,7 @@ from transeg.engine.losses import global_loss_divisor, total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
 from transeg.engine.progress import TrainingProgress
 from transeg.engine.recipe import ModelSection, TrainConfig
-from transeg.engine.resume import check_same_config, newest_usable_checkpoint
+from transeg.engine.resume import check_same_config, newest_usable_checkpoint, set_aside
 from transeg.engine.stopping import Stopping, interrupt_flag
 from transeg.engine.train_state import TrainState
 from transeg.engine.training_log import TrainingLog
@@ -151,8 +151,9 @@ class Trainer:
     def resume(self, resume_anyway: bool = False) -> bool:
         """Load the newest usable checkpoint of the output directory; False when there is none.
 
-        Newer checkpoints that do not read are passed over with one warning; none usable is a
-        TransegError naming them. A checkpoint made under another training config is refused,
+        Newer checkpoints that do not read are passed over with one warning and renamed
+        ``NAME.unusable`` (so that deleting old checkpoints never keeps them over good ones); none
+        usable is a TransegError naming them. A checkpoint made under another training config is refused,
         naming the differing keys, unless ``resume_anyway``.
         """
         if self.info.is_main:
@@ -161,8 +162,9 @@ class Trainer:
         if found is None:
             return False
         if found.passed_over and self.info.is_main:
-            warnings.warn(f"resuming from {found.path}; unusable newer checkpoint(s) passed over: "
-                          + " | ".join(found.passed_over), stacklevel=2)
+            aside = ", ".join(set_aside(path).name for path in found.unusable)
+            warnings.warn(f"resuming from {found.path}; unusable newer checkpoint(s) passed over and renamed "
+                          f"{aside}: " + " | ".join(found.passed_over), stacklevel=2)
         if not resume_anyway:
             check_same_config(found.state, self.cfg.model_dump(mode="json"), found.path)
         self.restore(found.state, str(found.path))
