@@ -45,6 +45,7 @@ class TransformersSegformer(nn.Module):
             hidden_sizes=list(enc.widths), depths=list(enc.depths), decoder_hidden_size=dec.embed_dim,
             num_labels=like.num_classes, drop_path_rate=enc.drop_path_rate, classifier_dropout_prob=dec.dropout))
         self.encoder, self.decoder, self.config = hf.segformer, hf.decode_head, like.config
+        self.min_input_size = like.min_input_size  # the same MiT: inference pads smaller images to it
 
     @property
     def num_classes(self) -> int:

@@ -43,9 +43,12 @@ def test_train_then_eval_and_resume(config, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 <= metrics["mIoU"] <= 1 and len(metrics["per_class"]) == 6
     assert Image.open(tmp_path / "confusion.png").size[0] > 0
-    resumed = run("train", config, "--resume", "--set", "schedule.iterations=3")
+    refused = run("train", config, "--resume", "--set", "schedule.iterations=3")  # another schedule
+    assert refused.exit_code == 2 and "schedule.iterations: 2 -> 3" in refused.output, refused.output
+    (run_dir / "checkpoints" / "iter_0000002.pt").unlink()  # as if killed after iteration 1
+    resumed = run("train", config, "--resume")
     assert resumed.exit_code == 0, resumed.output
-    assert "iteration 3" in resumed.output
+    assert "iteration 2" in resumed.output
 
 
 def test_eval_class_count_mismatch(config, tmp_path):

@@ -53,7 +53,7 @@ def test_export_command_and_onnx_segmentor_match_eager(model, tmp_path):
     checkpoint = transeg.save_model(model, tmp_path / "m.safetensors")
     result = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--opset", "18"])
     assert result.exit_code == 0, result.output
-    runner = OnnxSegmentor(tmp_path / "m.onnx", model.config)
+    runner = OnnxSegmentor(tmp_path / "m.onnx", model.config, model.min_input_size)
     for shape in [(1, 3, 96, 96), (2, 3, 75, 131), (1, 3, 333, 250)]:
         x = torch.randn(*shape)
         with torch.inference_mode():
@@ -112,7 +112,8 @@ def _onnx_matches_eager(model, tmp_path, shapes, size=None):
 
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    runner = OnnxSegmentor(export_onnx(model.eval(), tmp_path / "m.onnx", size=size), model.config)
+    runner = OnnxSegmentor(export_onnx(model.eval(), tmp_path / "m.onnx", size=size), model.config,
+                           model.min_input_size)
     for shape in shapes:
         x = torch.randn(*shape)
         with torch.inference_mode():

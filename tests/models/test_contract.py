@@ -239,7 +239,7 @@ def test_onnx_export_matches_eager(name, tmp_path):
     model = shrunk_model(name)
     dynamic = model.onnx_dynamic_size
     path = export_onnx(model, tmp_path / "model.onnx", size=None if dynamic else SIZES[0])
-    runner = OnnxSegmentor(path, model.config)
+    runner = OnnxSegmentor(path, model.config, model.min_input_size)
     other = SIZES[1] if dynamic else SIZES[0]
     for shape in [(BATCH, 3, *SIZES[0]), (1, 3, *other)]:
         x = torch.randn(*shape)

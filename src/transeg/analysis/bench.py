@@ -91,7 +91,7 @@ def inference_runner(model: nn.Module, backend: Backend, example: torch.Tensor) 
     if backend == "onnx":
         directory = tempfile.mkdtemp(prefix="transeg-bench-")
         path = export_onnx(model, Path(directory) / "model.onnx", size=tuple(example.shape[2:]))
-        return OnnxSegmentor(path, model.config)
+        return OnnxSegmentor(path, model.config, model.min_input_size)
     raise TransegError(f"unknown backend {backend!r}")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from transeg.data.datasets import SegmentationDataset, check_same_size
+from transeg.data.datasets import SegmentationDataset, check_same_size, invalid_label_values
 from transeg.data.images import read_image, read_label
 from transeg.errors import TransegError
 
@@ -104,13 +104,12 @@ def _count(
     """Add one label map's raw and mapped value counts to the report."""
     raw_hist = np.bincount(raw.ravel())
     raw_counts.update({int(v): int(raw_hist[v]) for v in np.flatnonzero(raw_hist)})
-    mapped_hist = np.bincount(dataset.map_label(raw).ravel(), minlength=256)
-    n = dataset.num_classes
-    for c in range(n):
+    mapped = dataset.map_label(raw)
+    mapped_hist = np.bincount(mapped.ravel(), minlength=256)
+    for c in range(dataset.num_classes):
         report.class_pixels[c] += int(mapped_hist[c])
     report.ignore_pixels += int(mapped_hist[dataset.ignore_index])
-    bad = [int(v) for v in np.flatnonzero(mapped_hist[n:]) + n if v != dataset.ignore_index]
-    bad += [int(v) for v in np.flatnonzero(raw_hist[256:]) + 256]  # beyond 8 bits: ignored by the table
+    bad = invalid_label_values(raw, mapped, dataset.num_classes, dataset.ignore_index)
     if bad:
         report.out_of_range[str(label_path)] = bad
 

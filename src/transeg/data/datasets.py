@@ -91,7 +91,7 @@ class SegmentationDataset(Dataset):
 
     def map_label(self, raw: np.ndarray) -> np.ndarray:
         """(H, W) raw label values → (H, W) uint8 train ids through the label table; values beyond
-        8 bits become ignore (``check_dataset`` reports them)."""
+        8 bits become ignore (``load`` and ``check_dataset`` report them)."""
         return apply_lut(self.label_lut, raw)
 
     def load(self, index: int) -> dict[str, Any]:
@@ -102,26 +102,44 @@ class SegmentationDataset(Dataset):
         if label_path is not None:
             raw = read_label(label_path)
             check_same_size(image_path, image.shape[:2], label_path, raw.shape)
-            sample["label"] = self.map_label(raw)
-            self._check_range(sample["label"], label_path)
+            sample["label"] = self._valid_label(raw, label_path)
         return sample
 
-    def _check_range(self, label: np.ndarray, label_path: Path) -> None:
-        """TransegError naming the file when a mapped label is neither a class nor ignore."""
-        bad = (label >= self.num_classes) & (label != self.ignore_index)
-        if bad.any():
-            values = sorted({int(v) for v in np.unique(label[bad])})
+    def load_label(self, index: int) -> np.ndarray | None:
+        """The (H, W) uint8 label map of sample ``index`` (None when it has none), mapped and
+        checked as ``load`` does, without reading the image."""
+        label_path = self.samples[index][1]
+        return None if label_path is None else self._valid_label(read_label(label_path), label_path)
+
+    def _valid_label(self, raw: np.ndarray, label_path: Path) -> np.ndarray:
+        """The mapped label map; a TransegError naming the file when a value is neither a class nor
+        ignore (the check of ``transeg data check``, see ``invalid_label_values``)."""
+        label = self.map_label(raw)
+        values = invalid_label_values(raw, label, self.num_classes, self.ignore_index)
+        if values:
             raise TransegError(
                 f"{label_path}: label value(s) {values} outside the {self.num_classes} classes "
                 f"[0, {self.num_classes - 1}] and not the ignore value {self.ignore_index}; "
                 "run `transeg data check` on the config for hints"
             )
+        return label
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.load(index)
         if self.transform is None:
             return sample
         return self.transform(sample, np.random.default_rng([self.seed, self.epoch, index]))
+
+
+def invalid_label_values(raw: np.ndarray, mapped: np.ndarray, num_classes: int, ignore_index: int) -> list[int]:
+    """The values of an (H, W) label map that are neither a class nor ignore, sorted: values of the
+    mapped map outside ``[0, num_classes)`` other than ``ignore_index``, and raw values beyond 8
+    bits (16-bit maps), which no 256-entry label table maps and ``map_label`` would silently ignore."""
+    mapped_hist = np.bincount(mapped.ravel(), minlength=256)
+    bad = [int(v) for v in np.flatnonzero(mapped_hist[num_classes:]) + num_classes if v != ignore_index]
+    if raw.dtype != np.uint8:
+        bad += [int(v) for v in np.unique(raw[raw > 255])]
+    return sorted(bad)
 
 
 def check_same_size(

@@ -4,6 +4,7 @@ at one or several test scales, and the ``metrics.json`` report of the results.""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +37,14 @@ def build_predictor(model: Segmentor, cfg: EvalSection, size_divisor: int | None
 
 def evaluate(model: Segmentor, dataset: SegmentationDataset, cfg: EvalSection,
              test_scale: tuple[int, int] | None = None, size_divisor: int | None = None,
-             info: DistInfo | None = None, show_progress: bool = True) -> tuple[SegMetrics, torch.Tensor]:
+             info: DistInfo | None = None, show_progress: bool = True,
+             on_bad_sample: str = "error") -> tuple[SegMetrics, torch.Tensor]:
     """mIoU and friends of ``model`` on ``dataset`` (each process takes every world_size-th image).
 
     Each image is resized keeping its ratio to fit ``test_scale`` (if given), predicted with the
     configured mode, and its logits are resized back to the label map's size before the argmax.
+    An unreadable or invalid sample (labels checked as ``transeg data check`` does) stops with its
+    name, or with ``on_bad_sample="skip"`` is left out with a warning.
     Returns the metrics and the (K, K) confusion matrix (rows: ground truth). With
     ``cfg.by_object_size`` the metrics also hold mIoU by ground-truth segment size (``object_size``).
     """
@@ -54,7 +58,14 @@ def evaluate(model: Segmentor, dataset: SegmentationDataset, cfg: EvalSection,
     with Progress(transient=True, disable=not (show_progress and info.is_main)) as progress:
         task = progress.add_task("evaluate", total=len(indices))
         for i in indices:
-            sample = dataset.load(i)
+            try:
+                sample = dataset.load(i)
+            except TransegError as exc:
+                if on_bad_sample == "error":
+                    raise
+                warnings.warn(f"skipping bad sample: {exc}", stacklevel=2)
+                progress.advance(task)
+                continue
             image, label = sample["image"], torch.from_numpy(sample["label"].astype("int64"))
             if test_scale is not None:
                 image = resize_image(image, *rescale_size(*image.shape[:2], test_scale))

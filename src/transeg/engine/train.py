@@ -16,6 +16,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from transeg.data.datasets import SegmentationDataset
+from transeg.data.labelled import require_labelled_pixels
+from transeg.data.labels import IGNORE_INDEX
 from transeg.data.sampling import IterationBatchSampler, TrainStream, collate
 from transeg.data.subset import subset
 from transeg.data.transforms import train_transforms
@@ -33,6 +35,7 @@ from transeg.engine.losses import global_loss_divisor, total_loss
 from transeg.engine.optim import build_optimizer, build_scheduler
 from transeg.engine.progress import TrainingProgress
 from transeg.engine.recipe import ModelSection, TrainConfig, build_dataset_from_config
+from transeg.engine.resume import check_same_config, newest_usable_checkpoint, set_aside
 from transeg.engine.stopping import Stopping, interrupt_flag
 from transeg.engine.train_state import TrainState
 from transeg.engine.training_log import TrainingLog
@@ -40,6 +43,7 @@ from transeg.engine.training_model import section_num_classes, training_model_co
 from transeg.errors import TransegError
 from transeg.models.factory import build_model
 from transeg.models.segmentor import Segmentor
+from transeg.weights.keys import load_state_strict
 from transeg.weights.load import load_encoder_weights, load_model
 from transeg.weights.native import save_model
 
@@ -87,7 +91,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, info: DistInfo | None = None, model: Segmentor | None = None) -> None:
         """``model`` replaces the one ``cfg.model`` describes (anything with ``encoder``/``decoder``
-        children, ``forward``, ``forward_train(x, labels)``, ``config`` and ``num_classes``)."""
+        children, ``forward``, ``forward_train(x, labels)``, ``config``, ``num_classes`` and
+        ``min_input_size``)."""
         self.cfg = cfg
         self.info = info or init_distributed()
         self.out_dir = Path(cfg.output_dir)
@@ -109,6 +114,7 @@ class Trainer:
         self.best_miou: float | None = None
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
+        self.labels_seen = False  # whether a batch with a labelled pixel has come
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> TrainState:
@@ -126,10 +132,14 @@ class Trainer:
             train_config=self.cfg.model_dump(mode="json"),
         )
 
-    def restore(self, state: TrainState) -> None:
-        """Continue from ``state``; its configs describe the run it came from and are not applied."""
-        self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)
+    def restore(self, state: TrainState, source: str = "checkpoint") -> None:
+        """Continue from ``state``; its configs describe the run it came from and are not applied.
+        Weights or an optimizer state that do not fit are a TransegError naming ``source``."""
+        load_state_strict(self.model, state.model, source)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError) as exc:
+            raise TransegError(f"{source}: the optimizer state does not fit this run's optimizer ({exc})") from None
         self.scheduler.load_state_dict(state.scheduler)
         torch.set_rng_state(state.torch_rng)
         self.iteration = state.iteration
@@ -141,14 +151,26 @@ class Trainer:
         """The checkpoint dict of the run as it stands."""
         return self.snapshot().to_checkpoint()
 
-    def resume(self) -> bool:
-        """Load the newest checkpoint of the output directory; False when there is none."""
+    def resume(self, resume_anyway: bool = False) -> bool:
+        """Load the newest usable checkpoint of the output directory; False when there is none.
+
+        Newer checkpoints that do not read are passed over with one warning and renamed
+        ``NAME.unusable`` (so that deleting old checkpoints never keeps them over good ones); none
+        usable is a TransegError naming them. A checkpoint made under another training config is refused,
+        naming the differing keys, unless ``resume_anyway``.
+        """
         if self.info.is_main:
             ckpt.remove_partial_writes(self.ckpt_dir)
-        path = ckpt.latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        found = newest_usable_checkpoint(self.ckpt_dir)
+        if found is None:
             return False
-        self.restore(TrainState.from_checkpoint(ckpt.load_checkpoint(path), str(path)))
+        if found.passed_over and self.info.is_main:
+            aside = ", ".join(set_aside(path).name for path in found.unusable)
+            warnings.warn(f"resuming from {found.path}; unusable newer checkpoint(s) passed over and renamed "
+                          f"{aside}: " + " | ".join(found.passed_over), stacklevel=2)
+        if not resume_anyway:
+            check_same_config(found.state, self.cfg.model_dump(mode="json"), found.path)
+        self.restore(found.state, str(found.path))
         return True
 
     def save(self) -> Path | None:
@@ -187,6 +209,7 @@ class Trainer:
             batch = next(batches)
             image = batch["image"].to(self.info.device, non_blocking=True)
             label = batch["label"].to(self.info.device, non_blocking=True)
+            self._check_labelled(label)
             last = m == cfg.grad_accum - 1
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
@@ -269,6 +292,14 @@ class Trainer:
                                               else [self.info.device])
         return network
 
+    def _check_labelled(self, label: torch.Tensor) -> None:
+        """Until a batch has a labelled pixel, an all-ignored (B, H, W) batch makes the training set
+        prove that it labels something (``require_labelled_pixels``): a run on nothing stops."""
+        if not self.labels_seen:
+            if not bool((label != IGNORE_INDEX).any()):
+                require_labelled_pixels(self.train_set, self.cfg.train.on_bad_sample)
+            self.labels_seen = True
+
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
@@ -287,7 +318,7 @@ class Trainer:
     def _evaluate(self, log: TrainingLog) -> dict[str, Any]:
         data = self.cfg.data
         metrics, _ = evaluate(self.model, self.val_set, self.cfg.eval, data.test_scale, data.size_divisor,
-                              self.info, show_progress=False)
+                              self.info, show_progress=False, on_bad_sample=self.cfg.train.on_bad_sample)
         self.model.train()
         summary = {"iter": self.iteration, "mIoU": metrics.mIoU, "aAcc": metrics.aAcc, "mAcc": metrics.mAcc}
         log.write(summary)
@@ -298,9 +329,11 @@ class Trainer:
         return metrics.to_dict()
 
 
-def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> TrainResult:
-    """Train (or, with ``resume``, continue) the run described by ``cfg``."""
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True,
+          resume_anyway: bool = False) -> TrainResult:
+    """Train (or, with ``resume``, continue) the run described by ``cfg``; ``resume_anyway``
+    continues a run whose checkpoint was made under another config (see ``Trainer.resume``)."""
     trainer = Trainer(cfg)
-    if resume and not trainer.resume() and trainer.info.is_main:
+    if resume and not trainer.resume(resume_anyway) and trainer.info.is_main:
         print(f"no checkpoint in {trainer.ckpt_dir}; starting from iteration 0")
     return trainer.fit(show_progress)

@@ -1,7 +1,7 @@
 """Inference backends behind one protocol, and the choice of the fastest for a job.
 
 Every backend is an ``InferenceModel``: a call (B, 3, H, W) normalised float32 -> logits (B, K, h, w),
-plus the model's ``config`` and ``num_classes``. ``Segmentor`` itself is the eager backend;
+plus the model's ``config``, ``num_classes`` and ``min_input_size``. ``Segmentor`` itself is the eager backend;
 ``AutocastSegmentor`` runs it under bf16 autocast; ``OnnxSegmentor`` runs its ONNX export in ONNX
 Runtime. ``optimize_for_inference`` picks one: what predict and eval use by default.
 """
@@ -39,17 +39,27 @@ class InferenceModel(Protocol):
     @property
     def num_classes(self) -> int: ...
 
+    @property
+    def min_input_size(self) -> int:
+        """The smallest H and W the model runs on; inference zero-pads smaller inputs to it."""
+        ...
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised float32 -> logits (B, K, h, w)."""
         ...
 
 
 class BackendModule(nn.Module):
-    """A backend wrapping a model: carries its ``config`` and ``num_classes``."""
+    """A backend wrapping a model: carries its ``config``, ``num_classes`` and ``min_input_size``."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, min_input_size: int) -> None:
         super().__init__()
         self.config = config
+        self._min_input_size = min_input_size
+
+    @property
+    def min_input_size(self) -> int:
+        return self._min_input_size
 
     @property
     def num_classes(self) -> int:
@@ -116,7 +126,7 @@ class AutocastSegmentor(BackendModule):
     returns float32 logits. (B, 3, H, W) -> (B, K, h, w)."""
 
     def __init__(self, model: Segmentor) -> None:
-        super().__init__(model.config)
+        super().__init__(model.config, model.min_input_size)
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,10 +136,12 @@ class AutocastSegmentor(BackendModule):
 
 class OnnxSegmentor(BackendModule):
     """An ONNX Runtime session behind the Segmentor interface used for inference
-    (``forward``: (B, 3, H, W) -> logits, ``config``, ``num_classes``)."""
+    (``forward``: (B, 3, H, W) -> logits, ``config``, ``num_classes``, and ``min_input_size``: that
+    of the exported model, ``Segmentor.min_input_size``)."""
 
-    def __init__(self, path: str | os.PathLike[str], config: ModelConfig, threads: int | None = None) -> None:
-        super().__init__(config)
+    def __init__(self, path: str | os.PathLike[str], config: ModelConfig, min_input_size: int,
+                 threads: int | None = None) -> None:
+        super().__init__(config, min_input_size)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -171,4 +183,4 @@ def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precisio
             raise
         except Exception as exc:  # the exporter's own failures are long; keep the first line
             raise TransegError(f"ONNX export of {model.config.name} failed: {exc}".splitlines()[0]) from None
-    return OnnxSegmentor(path, model.config)
+    return OnnxSegmentor(path, model.config, model.min_input_size)

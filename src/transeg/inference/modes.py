@@ -3,6 +3,13 @@
 The functions take a model mapping (B, 3, h, w) normalised images to (B, K, h', w') logits at
 any output stride, and return (B, K, H, W) maps at the input's size. They do not switch the model
 to eval mode or disable autograd; ``Predictor`` does both.
+
+Any input size works: every model call goes through ``padded_forward``, which zero-pads an input
+smaller than the model's declared ``min_input_size`` (MiT: 29) at the bottom and right, and crops
+the logits back. Zero after normalisation is the mean colour: the value the encoders' own padding
+feeds (ViT and Swin zero-pad their normalised input, every padded convolution pads with zeros), so
+the padding adds no content. Reflection would: a 3-pixel strip mirrored up to 29 pixels is a new
+texture the global attention averages over, and it cannot pad a 1-pixel side at all.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from math import ceil
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
@@ -62,6 +70,19 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return ((x - mean_t) / std_t).unsqueeze(0)
 
 
+def padded_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` for (B, 3, h, w) of any size: logits (B, K, h', w') at the model's stride, or,
+    when h or w is below the model's ``min_input_size`` (1 for a model declaring none), (B, K, h, w)
+    logits of ``x`` zero-padded at the bottom and right to that size, resized (bilinear,
+    align_corners=False) to the padded size and cropped back to (h, w)."""
+    least = getattr(model, "min_input_size", 1)
+    h, w = x.shape[-2], x.shape[-1]
+    if h >= least and w >= least:
+        return model(x)
+    padded = F.pad(x, (0, max(least - w, 0), 0, max(least - h, 0)))
+    return _resize(model(padded), (padded.shape[-2], padded.shape[-1]))[..., :h, :w]
+
+
 def whole_logits(model: nn.Module, x: torch.Tensor, size_divisor: int | None = None) -> torch.Tensor:
     """(B, 3, H, W) -> (B, K, H, W) logits from one forward pass over the whole image.
 
@@ -72,7 +93,7 @@ def whole_logits(model: nn.Module, x: torch.Tensor, size_divisor: int | None = N
     if size_divisor is not None:
         d = _positive_int("size_divisor", size_divisor)
         x = _resize(x, (ceil(size[0] / d) * d, ceil(size[1] / d) * d))
-    return _resize(model(x), size)
+    return _resize(padded_forward(model, x), size)
 
 
 def slide_logits(model: nn.Module, x: torch.Tensor, crop: int | Sequence[int],
@@ -100,7 +121,7 @@ def slide_logits(model: nn.Module, x: torch.Tensor, crop: int | Sequence[int],
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start:start + batch_size]
         crops = torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-        out = _resize(model(crops), window).split(b)
+        out = _resize(padded_forward(model, crops), window).split(b)
         if logits is None:
             logits = out[0].new_zeros((b, out[0].shape[1], h, w))
         for (y1, y2, x1, x2), part in zip(chunk, out, strict=True):
@@ -179,7 +200,8 @@ class Predictor:
     ``mode``: 'whole' (one pass, optionally resized to multiples of ``size_divisor``), 'slide'
     (``crop``/``stride`` windows) or 'ms-flip' (``scales`` and ``flip``, each scale run whole, or
     by slide windows when ``crop`` and ``stride`` are given). The model is put in eval mode on
-    ``device`` and fed images normalised with ``model.config.mean``/``std``.
+    ``device`` and fed images normalised with ``model.config.mean``/``std``; images (or windows,
+    or scaled images) smaller than ``model.min_input_size`` are zero-padded (``padded_forward``).
     """
 
     def __init__(self, model: InferenceModel, mode: str = "whole", crop: int | Sequence[int] | None = None,
@@ -200,7 +222,8 @@ class Predictor:
                 raise TransegError("size_divisor applies to whole-image inference, not slide windows")
             size_divisor = _positive_int("size_divisor", size_divisor)
         if not isinstance(model, InferenceModel):
-            raise TransegError("the model has no config with mean/std to normalise images")
+            raise TransegError("the model lacks what inference reads: a config with mean/std to normalise images, "
+                               "num_classes and min_input_size")
         config = model.config
         try:
             self.device = torch.device(device)

@@ -21,7 +21,7 @@ class Segmentor(nn.Module):
 
     ``forward`` returns a plain tensor so that the model exports as is (ONNX, torch.export);
     ``forward_train`` adds the decoder's auxiliary outputs. What the model supports is declared by
-    its parts (``onnx_dynamic_size``, ``pad_multiple``), never guessed.
+    its parts (``onnx_dynamic_size``, ``pad_multiple``, ``min_input_size``), never guessed.
     """
 
     def __init__(self, encoder: Encoder, decoder: Decoder, config: ModelConfig) -> None:
@@ -46,6 +46,11 @@ class Segmentor(nn.Module):
         if not self.encoder.onnx_dynamic_size:
             return f"{self.config.encoder} encoder"
         return f"{self.config.decoder} decoder"
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input height and width the model runs on (its encoder's declaration)."""
+        return self.encoder.min_input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unpad(self.decoder(self.encoder(x)), x.shape[-2:])

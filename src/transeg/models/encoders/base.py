@@ -15,9 +15,14 @@ class Encoder(nn.Module):
       ``Segmentor.unpad`` crops the logits back. ``None``: no padding.
     * ``onnx_dynamic_size``: whether it exports to ONNX with dynamic height and width; ``False``
       (Swin) means an export needs a fixed size.
+    * ``min_input_size``: the smallest H and W it runs on (MiT: 29, its stride-8 spatial-reduction
+      conv needs an 8 x 8 stage-1 grid). 1 for the encoders that pad their input themselves (ViT
+      to the patch size, Swin to the patch size and the window) or whose convolutions are all
+      padded (ResNet). Inference zero-pads smaller images up to it (``inference.modes``).
     """
 
     pad_multiple: int | None = None
+    min_input_size: int = 1
     onnx_dynamic_size: bool = True
     out_channels: tuple[int, ...]
     strides: tuple[int, ...]

@@ -68,6 +68,15 @@ class MiTConfig:
             grids.append((h, w))
         return grids
 
+    def min_input_size(self) -> int:
+        """The smallest H (and W) the encoder runs on: each spatial-reduction conv (kernel = stride =
+        sr, no padding) needs a stage grid of at least sr x sr. 29 for the published MiT
+        (ceil(29 / 4) = 8 = the stage-1 ratio; 28 gives a 7 x 7 grid)."""
+        size = 1
+        while any(grid[0] < sr for grid, sr in zip(self.stage_grids((size, size)), self.sr_ratios, strict=True)):
+            size += 1
+        return size
+
 
 def token_map(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """(B, H*W, C) -> (B, C, H, W), a channels-last view: no copy."""
@@ -211,6 +220,7 @@ class MixTransformer(Encoder):
             total *= s
             strides.append(total)
         self.strides: tuple[int, ...] = tuple(strides)
+        self.min_input_size = cfg.min_input_size()
         self.apply(init_transformer_weights)
         if cfg.pos_embed:
             for stage in self.stages:
