@@ -49,6 +49,11 @@ def test_train_then_eval_and_resume(config, tmp_path):
     resumed = run("train", config, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert "iteration 2" in resumed.output
+    extended = run("train", config, "--resume", "--resume-anyway", "--set", "schedule.iterations=3")
+    assert extended.exit_code == 0, extended.output
+    assert "iteration 3" in extended.output
+    alone = run("train", config, "--resume-anyway")
+    assert alone.exit_code == 2 and "--resume-anyway needs --resume" in alone.output
 
 
 def test_eval_class_count_mismatch(config, tmp_path):

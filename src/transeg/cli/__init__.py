@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -58,6 +59,14 @@ class _Group(LazyGroup):
 @click.version_option(package_name="transeg")
 def cli(debug: bool) -> None:
     """Transformer semantic segmentation: SegFormer, Segmenter, SegDeformer."""
+    if not debug:
+        warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """Warnings (a skipped sample, an unusable checkpoint) as one line ``warning: …``, without the source line."""
+    return f"warning: {one_line(Exception(str(message)))}\n"
 
 
 def main() -> None:

@@ -89,13 +89,18 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
 @click.argument("config", type=click.Path(path_type=Path))
 @OVERRIDES_OPTION
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of output_dir.")
+@click.option("--resume-anyway", is_flag=True,
+              help="With --resume: continue even if the config differs from the checkpoint's.")
 @click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default=None,
               help="Stop on an unreadable or invalid training sample, or skip it (logged once). "
                    "Default: train.on_bad_sample.")
-def train_command(config: Path, overrides: tuple[str, ...], resume: bool, on_bad_sample: str | None) -> None:
+def train_command(config: Path, overrides: tuple[str, ...], resume: bool, resume_anyway: bool,
+                  on_bad_sample: str | None) -> None:
     """Train the model described by CONFIG (YAML); run under torchrun for several processes."""
     overrides = (*overrides, *([f"train.on_bad_sample={on_bad_sample}"] if on_bad_sample else []))
-    result = train(load_config(config, list(overrides)), resume=resume)
+    if resume_anyway and not resume:
+        raise TransegError("--resume-anyway needs --resume")
+    result = train(load_config(config, list(overrides)), resume=resume, resume_anyway=resume_anyway)
     best = f"; best val mIoU {result.best_miou * 100:.2f}" if result.best_miou is not None else ""
     stop = f" (stopped: {result.stopped_early})" if result.stopped_early else ""
     console.print(f"trained to iteration {result.iteration}{stop}{best}; model in {result.output_dir}")
