@@ -118,6 +118,8 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, resume
 @click.option("--test-scale", "test_scales", type=(int, int), multiple=True, metavar="W H",
               help="Keep-ratio test resize as data.test_scale (long and short edge at most max(W, H) and "
                    "min(W, H)); repeat it to evaluate at several resolutions, one metrics block each.")
+@click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="Stop on an unreadable or invalid sample (labels checked as `data check` does), or skip it.")
 @click.option("--by-object-size", is_flag=True,
               help="Add mIoU on small / medium / large ground-truth segments (Segmenter Table 4) to metrics.json.")
 @click.option("--size-thresholds", type=(int, int), default=None, metavar="A B",
@@ -126,7 +128,8 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, resume
 @BACKEND_OPTION
 @PRECISION_OPTION
 def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], split: str | None, mode: str | None,
-                 out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], by_object_size: bool,
+                 out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], on_bad_sample: str,
+                 by_object_size: bool,
                  size_thresholds: tuple[int, int] | None, backend: str, precision: str) -> None:
     """Evaluate MODEL (any checkpoint) on a dataset: mIoU, per-class IoU/Acc/Dice, confusion matrix."""
     overrides = (*overrides, *([f"eval.mode={mode}"] if mode else []))
@@ -154,7 +157,8 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
             click.echo(f"test scale {result.label}")
         click.echo(result.metrics.format_table())
 
-    results = evaluate_test_scales(runner, dataset, cfg.eval, scales, cfg.data.size_divisor, on_result=show)
+    results = evaluate_test_scales(runner, dataset, cfg.eval, scales, cfg.data.size_divisor, on_result=show,
+                                   on_bad_sample=on_bad_sample)
     written = save_confusion_pngs(results, out_dir, list(dataset.classes))
     report = metrics_report(results, model=model, split=split, mode=cfg.eval.mode, precision=precision)
     if len(scales) > 1:
