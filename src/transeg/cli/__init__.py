@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import NoReturn
 
 import click
 
@@ -41,17 +42,41 @@ COMMANDS = {
 }
 
 
+def usage_error_line(exc: click.ClickException) -> str:
+    """A usage error of click (a bad option, value or argument) as one ``error:`` line, where click
+    would print the usage, a hint and the message over several."""
+    hint = f" (see '{exc.ctx.command_path} --help')" if isinstance(exc, click.UsageError) and exc.ctx else ""
+    return f"error: {one_line(Exception(exc.format_message()))}{hint}"
+
+
 class _Group(LazyGroup):
-    """Turns a TransegError into one line on stderr and exit code 2 (a traceback with --debug)."""
+    """Turns a TransegError or a usage error into one line on stderr and exit code 2 (a TransegError's
+    traceback with --debug)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.ClickException as exc:
+            _fail(usage_error_line(exc))
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.ClickException as exc:
+            _fail(usage_error_line(exc))
         except TransegError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {one_line(exc)}", err=True)
-            sys.exit(2)
+            _fail(f"error: {one_line(exc)}")
+
+
+def _fail(line: str) -> NoReturn:
+    click.echo(line, err=True)
+    sys.exit(2)
 
 
 @click.group(cls=_Group, lazy_commands=COMMANDS)

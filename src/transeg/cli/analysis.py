@@ -23,7 +23,8 @@ from transeg.analysis.robustness import (
 from transeg.analysis.robustness import write_outputs as write_robustness_outputs
 from transeg.api import load_model
 from transeg.cli.console import console
-from transeg.cli.options import DEVICE_OPTION, JSON_OPTION, OUT_DIR_OPTION, num_classes_option, size_option
+from transeg.cli.options import DEVICE_OPTION, JSON_OPTION, OUT_DIR_OPTION, num_classes_option, pair_option, size_option
+from transeg.cli.types import BATCH, COUNT, COUNT_OR_ZERO, OUTPUT_DIR, POSITIVE, SEED
 from transeg.data.datasets import build_dataset
 from transeg.errors import TransegError
 from transeg.inference.predict import expand_images
@@ -33,14 +34,14 @@ from transeg.inference.predict import expand_images
 @click.argument("model")
 @num_classes_option("zoo names; default 150")
 @size_option()
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch (and ONNX Runtime) threads.")
+@click.option("--batch", type=BATCH, default=1, show_default=True)
+@click.option("--threads", type=COUNT, default=None, help="torch (and ONNX Runtime) threads.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
 @click.option("--backend", type=click.Choice(["eager", "compile", "onnx"]), default="eager", show_default=True)
 @DEVICE_OPTION
 @click.option("--train", "train_step", is_flag=True, help="Time a training step instead of inference.")
-@click.option("--warmup", type=int, default=3, show_default=True)
-@click.option("--repeats", type=int, default=10, show_default=True)
+@click.option("--warmup", type=COUNT_OR_ZERO, default=3, show_default=True)
+@click.option("--repeats", type=COUNT, default=10, show_default=True)
 @JSON_OPTION
 def bench(model: str, num_classes: int | None, size: tuple[int, int], batch: int, threads: int | None,
           precision: str, backend: str, device: str, train_step: bool, warmup: int, repeats: int,
@@ -71,14 +72,14 @@ def bench(model: str, num_classes: int | None, size: tuple[int, int], batch: int
 @click.option("--split", default="val", show_default=True)
 @click.option("--corruptions", default=None, help="Comma-separated names (default: the 16 of SegFormer Table 5).")
 @click.option("--severities", default="1,2,3,4,5", show_default=True, help="Comma-separated, in 1..5.")
-@click.option("--limit", type=int, default=None, help="Evaluate N images spread evenly over the split.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corruptions.")
-@click.option("--cache", type=click.Path(path_type=Path), default=None,
+@click.option("--limit", type=POSITIVE, default=None, help="Evaluate N images spread evenly over the split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the corruptions.")
+@click.option("--cache", type=OUTPUT_DIR, default=None,
               help="Folder keeping the corrupted images (PNG) for later runs.")
 @click.option("--mode", type=click.Choice(["whole", "slide"]), default="whole", show_default=True)
-@click.option("--crop", type=(int, int), default=None, help="Slide window H W (default: the dataset's recipe).")
-@click.option("--stride", type=(int, int), default=None, help="Slide stride H W.")
-@click.option("--test-scale", type=(int, int), default=None, help="Keep-ratio resize (long, short) before inference.")
+@pair_option("--crop", "Slide window H W (default: the dataset's recipe).")
+@pair_option("--stride", "Slide stride H W.")
+@pair_option("--test-scale", "Keep-ratio resize (long, short) before inference.")
 @DEVICE_OPTION
 @OUT_DIR_OPTION
 def robustness_command(model: str, dataset_name: str, data_root: Path, split: str, corruptions: str | None,
@@ -125,7 +126,7 @@ def attention_command(model: str, image: Path, patch: tuple[int, int], layer: in
 @click.argument("images", nargs=-1)
 @OUT_DIR_OPTION
 @size_option("Input H W; every image is resized to it.")
-@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--limit", type=POSITIVE, default=None, help="Use only the first N images.")
 @num_classes_option()
 @click.option("--scale", type=click.Choice(["log", "sqrt"]), default="log", show_default=True,
               help="Display scale of the heatmaps, each divided by its maximum (log: 3 decades).")
@@ -135,8 +136,6 @@ def erf_command(model: str, images: tuple[str, ...], out_dir: Path, size: tuple[
     averaged over IMAGES (files, folders or globs): erf.png, erf_<name>.png and erf.json in --out."""
     if not images:
         raise TransegError("no images given: pass image files, folders or globs after MODEL")
-    if limit is not None and limit < 1:
-        raise TransegError(f"--limit must be at least 1, got {limit}")
     paths = expand_images(images)[:limit]
     segmentor = load_model(model, num_classes)
     result = erf_of_files(segmentor, paths, size)

@@ -10,9 +10,10 @@ import click
 from transeg.analysis.complexity import model_complexity
 from transeg.api import load_model
 from transeg.cli.console import console
-from transeg.cli.options import JSON_OPTION, num_classes_option, size_option
+from transeg.cli.options import JSON_OPTION, num_classes_option, pair_option, size_option
+from transeg.cli.types import OUTPUT_FILE, WIDTH, check_output, refuse_replacing
 from transeg.errors import TransegError
-from transeg.inference.export import export_onnx
+from transeg.inference.export import MAX_OPSET, MIN_OPSET, export_onnx
 from transeg.models.factory import build_model
 from transeg.models.zoo import ZOO, list_models, model_config, with_decoder_width
 from transeg.weights.load import load_model as load_model_file
@@ -31,7 +32,7 @@ def list_command() -> None:
 @click.argument("model")
 @num_classes_option("zoo names; default 150")
 @size_option()
-@click.option("--decoder-width", type=int, default=None, help="Replace the decoder width C (zoo names).")
+@click.option("--decoder-width", type=WIDTH, default=None, help="Replace the decoder width C (zoo names).")
 @JSON_OPTION
 def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_width: int | None,
          as_json: bool) -> None:
@@ -58,10 +59,10 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_wid
 @click.command("export")
 @click.argument("model")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .onnx file.")
-@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--out", type=OUTPUT_FILE, required=True, help="Output .onnx file.")
+@click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=18, show_default=True)
 @num_classes_option()
-@click.option("--size", type=(int, int), default=None, help="Fix the input H W (default: dynamic; Swin needs it).")
+@pair_option("--size", "Fix the input H W (default: dynamic; Swin needs it).")
 def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int | None,
                    size: tuple[int, int] | None) -> None:
     """Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size)."""
@@ -75,10 +76,12 @@ def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int
 @click.command("convert")
 @click.argument("source")
 @click.option("--to", "target", type=click.Choice(["transeg", "hf"]), default="transeg", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Output .safetensors file (transeg) or directory (hf).")
-def convert_command(source: str, target: str, out: Path) -> None:
+@click.option("--out", required=True, help="Output .safetensors file (transeg) or directory (hf).")
+def convert_command(source: str, target: str, out: str) -> None:
     """Convert a checkpoint (official, mmseg 0.x, transformers, transeg) to transeg or transformers format."""
+    kind = "file" if target == "transeg" else "dir"
+    destination = check_output(out, kind)
+    refuse_replacing(Path(source), destination, kind)
     model = load_model_file(source)
-    written = save_model(model, out) if target == "transeg" else save_hf_pretrained(model, out)
+    written = save_model(model, destination) if target == "transeg" else save_hf_pretrained(model, destination)
     console.print(f"wrote {written} ({model.config.name}, {model.num_classes} classes)")

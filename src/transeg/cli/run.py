@@ -18,7 +18,9 @@ from transeg.cli.options import (
     OVERRIDES_OPTION,
     PRECISION_OPTION,
     num_classes_option,
+    pair_option,
 )
+from transeg.cli.types import BATCH, DIVISOR, OUTPUT_DIR, POSITIVE, SCALES, SIDE, UNIT_INTERVAL, check_output
 from transeg.data.check import check_dataset, diagnose, format_report
 from transeg.demo import run_demo
 from transeg.engine.evaluate import (
@@ -55,34 +57,35 @@ def inference_model(segmentor: Segmentor, backend: str, precision: str, images: 
 @OUT_DIR_OPTION
 @num_classes_option()
 @click.option("--mode", type=click.Choice(["whole", "slide", "ms-flip"]), default="whole", show_default=True)
-@click.option("--crop", type=(int, int), default=None, help="Sliding-window size H W.")
-@click.option("--stride", type=(int, int), default=None, help="Sliding-window stride H W.")
-@click.option("--scales", default="0.5,0.75,1.0,1.25,1.5,1.75", show_default=True,
-              help="Scales for ms-flip.")
+@pair_option("--crop", "Sliding-window size H W.")
+@pair_option("--stride", "Sliding-window stride H W.")
+@click.option("--scales", type=SCALES, default="0.5,0.75,1.0,1.25,1.5,1.75", show_default=True,
+              help="Scales for ms-flip, each in (0, 8].")
 @click.option("--no-flip", is_flag=True, help="ms-flip without the horizontal flips.")
-@click.option("--size-divisor", type=int, default=None, help="Resize so H and W are multiples (e.g. 32).")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Windows per forward in slide.")
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="Overlay opacity.")
+@click.option("--size-divisor", type=DIVISOR, default=None,
+              help="Resize so H and W are multiples (e.g. 32), at most 1024.")
+@click.option("--batch-size", type=BATCH, default=4, show_default=True, help="Windows per forward in slide.")
+@click.option("--alpha", type=UNIT_INTERVAL, default=0.5, show_default=True, help="Overlay opacity, 0..1.")
+@click.option("--skip-existing", is_flag=True,
+              help="Skip images whose label map and overlay are already in --out (resume a long run).")
 @BACKEND_OPTION
 @PRECISION_OPTION
 def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
-            crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: str, no_flip: bool,
-            size_divisor: int | None, batch_size: int, alpha: float, backend: str, precision: str) -> None:
+            crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: tuple[float, ...], no_flip: bool,
+            size_divisor: int | None, batch_size: int, alpha: float, skip_existing: bool, backend: str,
+            precision: str) -> None:
     """Segment IMAGES (files, folders or globs) with MODEL; write label PNGs and overlays to --out."""
-    try:
-        scale_values = tuple(float(s) for s in scales.split(","))
-    except ValueError:
-        raise TransegError(f"--scales: expected comma-separated numbers, got {scales!r}") from None
     segmentor = load_model(model, num_classes)
     if model == segmentor.config.name:
         console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real predictions")
     paths = [str(p) for p in expand_images(images)]
-    runner = inference_model(segmentor, backend, precision, len(paths), mode, scale_values, not no_flip)
+    runner = inference_model(segmentor, backend, precision, len(paths), mode, scales, not no_flip)
     written = predict_files(
-        runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scale_values, flip=not no_flip,
-        size_divisor=size_divisor, batch_size=batch_size, alpha=alpha,
+        runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scales, flip=not no_flip,
+        size_divisor=size_divisor, batch_size=batch_size, alpha=alpha, skip_existing=skip_existing,
     )
-    console.print(f"wrote {len(written)} label maps and overlays to {out_dir}")
+    skipped = f" ({len(paths) - len(written)} already there, skipped)" if len(written) < len(paths) else ""
+    console.print(f"wrote {len(written)} label maps and overlays to {out_dir}{skipped}")
 
 
 @click.command("train")
@@ -113,9 +116,9 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, resume
 @OVERRIDES_OPTION
 @click.option("--split", default=None, help="Split to evaluate (default: data.val_split).")
 @click.option("--mode", type=click.Choice(["whole", "slide", "ms-flip"]), default=None, help="Inference mode.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default=None,
               help="Folder for metrics.json and confusion.png (default: beside the model).")
-@click.option("--test-scale", "test_scales", type=(int, int), multiple=True, metavar="W H",
+@click.option("--test-scale", "test_scales", type=SIDE, nargs=2, multiple=True, metavar="W H",
               help="Keep-ratio test resize as data.test_scale (long and short edge at most max(W, H) and "
                    "min(W, H)); repeat it to evaluate at several resolutions, one metrics block each.")
 @click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default="error", show_default=True,
@@ -138,8 +141,6 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
     if size_thresholds:
         overrides = (*overrides, f"eval.size_thresholds=[{size_thresholds[0]}, {size_thresholds[1]}]")
     cfg = load_config(config_path, list(overrides))
-    if any(min(scale) < 1 for scale in test_scales):
-        raise TransegError(f"--test-scale: W and H must be positive, got {' '.join(map(str, test_scales))}")
     scales = list(dict.fromkeys(test_scales)) or [cfg.data.test_scale]  # none given: the config's
     segmentor = load_model(model)
     split = split or cfg.data.val_split
@@ -149,7 +150,7 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
     require_same_classes(segmentor, dataset, model)
     runner = inference_model(segmentor, backend, precision, len(dataset) * len(scales), cfg.eval.mode,
                              cfg.eval.scales, cfg.eval.flip)
-    out_dir = out_dir or (Path(model).parent if Path(model).exists() else Path("."))
+    out_dir = out_dir or check_output(str(Path(model).parent if Path(model).exists() else Path(".")), "dir")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def show(result: ScaleEvaluation) -> None:
@@ -178,7 +179,7 @@ def data_group() -> None:
 @click.argument("config", type=click.Path(path_type=Path))
 @OVERRIDES_OPTION
 @click.option("--split", default=None, help="Split to check (default: both train and val).")
-@click.option("--limit", type=int, default=None, help="Check only the first N pairs of each split.")
+@click.option("--limit", type=POSITIVE, default=None, help="Check only the first N pairs of each split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def data_check(config: Path, overrides: tuple[str, ...], split: str | None, limit: int | None,
                as_json: bool) -> None:
@@ -200,7 +201,7 @@ def data_check(config: Path, overrides: tuple[str, ...], split: str | None, limi
 
 
 @click.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
+@click.option("--out", "out_dir", type=OUTPUT_DIR, default="demo-output", show_default=True)
 def demo(out_dir: Path) -> None:
     """Train segformer-b0 on generated scenes (CPU, a few minutes) and evaluate it on held-out ones."""
     metrics = run_demo(out_dir)

@@ -139,8 +139,10 @@ def save_confusion_pngs(results: Sequence[ScaleEvaluation], out_dir: Path, class
     """Write each result's confusion matrix into ``out_dir``: ``confusion.png`` for one result,
     ``confusion_<label>.png`` for each of several. Returns the paths."""
     names = ["confusion.png"] if len(results) == 1 else [f"confusion_{result.label}.png" for result in results]
-    return [save_confusion_png(result.confusion, out_dir / name, class_names)
-            for result, name in zip(results, names, strict=True)]
+    paths = [out_dir / name for name in names]
+    for result, path in zip(results, paths, strict=True):
+        write_atomic(path, lambda tmp, result=result: save_confusion_png(result.confusion, Path(tmp), class_names))
+    return paths
 
 
 def write_metrics_json(report: dict[str, Any], path: Path) -> Path:

@@ -159,6 +159,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise TransegError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError as exc:
+        raise TransegError(f"{path}: not a YAML text file (byte {exc.start} is not UTF-8)") from None
+    except OSError as exc:
+        raise TransegError(f"{path}: cannot read the config ({exc.strerror})") from None
     if not isinstance(data, dict):
         raise TransegError(f"{path}: a config must be a mapping of sections, not {type(data).__name__}")
     base = data.pop("base", None)

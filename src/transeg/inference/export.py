@@ -12,6 +12,8 @@ from transeg.models.segmentor import Segmentor
 from transeg.weights.files import write_atomic
 
 DEFAULT_OPSET = 18
+MIN_OPSET = 17  # LayerNorm as one operator
+MAX_OPSET = 23  # the newest torch 2.x writes
 
 
 def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEFAULT_OPSET,
@@ -28,8 +30,10 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
         import onnxscript  # noqa: F401
     except ImportError:
         raise TransegError("ONNX export needs the onnx extra: pip install 'transeg[onnx]'") from None
-    if opset < 17:
-        raise TransegError(f"opset {opset} is too old: LayerNorm needs 17 or later")
+    if opset < MIN_OPSET:
+        raise TransegError(f"opset {opset} is too old: LayerNorm needs {MIN_OPSET} or later")
+    if opset > MAX_OPSET:
+        raise TransegError(f"opset {opset} is too new: torch's exporter writes up to {MAX_OPSET}")
     if size is None and not model.onnx_dynamic_size:
         raise TransegError(f"{model.config.name}: its {model.fixed_size_part} exports with a fixed input "
                            "size only; give one (transeg export --size H W)")

@@ -16,6 +16,7 @@ from transeg.errors import TransegError
 from transeg.inference.modes import Predictor
 from transeg.models.segmentor import Segmentor
 from transeg.viz import overlay
+from transeg.weights.files import write_atomic
 
 
 def expand_images(specs: Iterable[str]) -> list[Path]:
@@ -51,10 +52,28 @@ def _output_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
+def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    """The label map and the overlay ``predict_files`` writes for the image of ``stem``."""
+    return out_dir / f"{stem}.png", out_dir / f"{stem}_overlay.jpg"
+
+
+def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
+    """A TransegError if an output would replace one of the input images."""
+    originals = {path.resolve(): path for path in inputs}
+    for output in outputs:
+        if output.resolve() in originals:
+            raise TransegError(f"{output}: the output would replace the input image {originals[output.resolve()]}; "
+                               "choose another --out folder")
+
+
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
-                  **predictor_options) -> list[Path]:
-    """Write ``<stem>.png`` (palette label map, input size) and ``<stem>_overlay.jpg`` per image."""
+                  skip_existing: bool = False, **predictor_options) -> list[Path]:
+    """Write ``<stem>.png`` (palette label map, input size) and ``<stem>_overlay.jpg`` per image, each
+    atomically (an interrupted run leaves no half-written file); returns the label maps written.
+    ``skip_existing`` skips the images whose two outputs are both there, which resumes a long run."""
     paths = expand_images(images)
+    stems = _output_stems(paths)
+    _refuse_overwriting_inputs(paths, [p for stem in stems for p in output_paths(out_dir, stem)])
     predictor = Predictor(model, **predictor_options)
     palette = np.asarray(model.config.palette, np.uint8) if model.config.palette else default_palette(
         max(model.num_classes, 2))
@@ -63,13 +82,16 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True, disable=len(paths) < 2) as progress:
         task = progress.add_task("predict", total=len(paths))
-        for path, stem in zip(paths, _output_stems(paths), strict=True):
+        for path, stem in zip(paths, stems, strict=True):
+            label_path, overlay_path = output_paths(out_dir, stem)
+            if skip_existing and label_path.is_file() and overlay_path.is_file():
+                progress.advance(task)
+                continue
             image = read_image(path)
             labels = predictor.predict(image)
-            label_path = out_dir / f"{stem}.png"
-            save_label_png(labels, label_path, palette)
-            blended = overlay(image, labels, palette, alpha=alpha)
-            Image.fromarray(np.ascontiguousarray(blended)).save(out_dir / f"{stem}_overlay.jpg", quality=92)
+            write_atomic(label_path, lambda tmp, labels=labels: save_label_png(labels, tmp, palette))
+            blended = Image.fromarray(np.ascontiguousarray(overlay(image, labels, palette, alpha=alpha)))
+            write_atomic(overlay_path, lambda tmp, blended=blended: blended.save(tmp, quality=92))
             written.append(label_path)
             progress.advance(task)
     return written

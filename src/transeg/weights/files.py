@@ -55,12 +55,24 @@ def read_torch_file(path: Path) -> StateDict:
     return state_dict_of(torch_load_safely(path), path)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then fsync and rename over ``path``, so a crash never leaves half a file."""
+    """Call ``write(tmp_path)`` then fsync and rename over ``path``, so a crash never leaves half a file.
+
+    The temporary file, ``.<name>.<random><suffix>`` beside ``path``, keeps the suffix (writers that
+    choose the format by it see the right one); the final file has the mode of any new file,
+    0666 less the umask.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -92,6 +104,6 @@ def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TransegError(f"{path}: no such file")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TransegError(f"{path}: not valid JSON ({exc})") from None

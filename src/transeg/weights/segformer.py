@@ -411,7 +411,7 @@ def _is_official(state: StateDict) -> bool:
 
 def _is_hf_directory(directory: Path) -> bool:
     config_path = directory / "config.json"
-    return config_path.is_file() and '"model_type"' in config_path.read_text()
+    return config_path.is_file() and b'"model_type"' in config_path.read_bytes()
 
 
 def _needs_config(path: Path, state: StateDict) -> Segmentor:
