@@ -42,6 +42,7 @@ class Inputs:
 
     folder: Path
     image: Path
+    thin: Path  # 3 px high: below MiT's 29 px minimum, padded by inference
     label: Path
     config: Path
     dataset: Path
@@ -50,12 +51,14 @@ class Inputs:
 
 
 def build_inputs(folder: Path) -> Inputs:
-    """In ``folder``: a 32x48 RGB PNG, a 32x48 label PNG of two classes, a folder dataset and its YAML config (one
-    iteration, 32x32 crops), and segformer-b0 with 2 classes saved in transeg's format."""
+    """In ``folder``: a 32x48 and a 3x40 RGB PNG, a 32x48 label PNG of two classes, a folder dataset and
+    its YAML config (one iteration, 32x32 crops), and segformer-b0 with 2 classes saved in transeg's format."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     image, label = folder / "image.png", folder / "label.png"
     Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(image)
+    thin = folder / "thin.png"
+    Image.fromarray(rng.integers(0, 255, (3, 40, 3), dtype=np.uint8)).save(thin)
     Image.fromarray(rng.integers(0, 2, (32, 48), dtype=np.uint8)).save(label)
     dataset = write_synthetic_dataset(folder / "data", num_train=2, num_val=1, size=(32, 32))
     config = folder / "config.yaml"
@@ -69,7 +72,7 @@ def build_inputs(folder: Path) -> Inputs:
     model = transeg.save_model(transeg.create_model("segformer-b0", num_classes=2),
                                folder / "weights" / "model.safetensors")
     files = frozenset(str(p.relative_to(folder)) for p in folder.rglob("*"))
-    return Inputs(folder, image, label, config, dataset, model, files)
+    return Inputs(folder, image, thin, label, config, dataset, model, files)
 
 
 def mutated(data: st.DataObject, source: bytes) -> bytes:
@@ -134,7 +137,8 @@ class Example:
         return self.input_path([self.inputs.model] * valid, self.inputs.model, [".safetensors", ".pth", ".bin", ""])
 
     def image(self) -> str:
-        return self.input_path([self.inputs.image, self.inputs.label], self.inputs.image, [".png", ".jpg", ""])
+        return self.input_path([self.inputs.image, self.inputs.thin, self.inputs.label], self.inputs.image,
+                               [".png", ".jpg", ""])
 
     def config(self) -> str:
         return self.input_path([self.inputs.config], self.inputs.config, [".yaml", ".yml"])
