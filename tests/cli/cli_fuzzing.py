@@ -232,6 +232,13 @@ def _erf(e: Example) -> None:
                "--scale": st.sampled_from(["log", "sqrt", "linear"])})
 
 
+def _attention(e: Example) -> None:
+    e.args = ["attention", e.draw(st.sampled_from(["segmenter-t16-mask", e.model()])), e.image(),
+              "--patch", "0", "0", "--out", e.out("dir")]
+    e.options({"--patch": lambda: e.pair(0, 4), "--layer": st.one_of(st.integers(0, 12).map(str), HOSTILE_NUMBERS),
+               "--size": lambda: e.pair(16, 48), "--num-classes": _positive(8)})
+
+
 def _data_check(e: Example) -> None:
     e.args = ["data", "check", e.config()]
     e.options({"--limit": _positive(3), "--split": st.one_of(st.sampled_from(["train", "val"]), ODD_TEXT),
@@ -242,7 +249,9 @@ def _eval(e: Example) -> None:
     e.args = ["eval", e.model(), "--config", e.config(), "--backend", "eager"]
     e.options({"--out": lambda: [e.out("dir")], "--test-scale": lambda: e.pair(32, 48),
                "--split": st.one_of(st.sampled_from(["train", "val"]), ODD_TEXT),
-               "--mode": st.sampled_from(["whole", "slide", "ms-flip", "x"])})
+               "--mode": st.sampled_from(["whole", "slide", "ms-flip", "x"]), "--by-object-size": None,
+               "--size-thresholds": lambda: e.pair(1, 2000),
+               "--on-bad-sample": st.sampled_from(["error", "skip", "x"])})
     if "--out" not in e.args:
         e.args += ["--out", str(e.scratch / "out")]
 
@@ -272,7 +281,7 @@ def _demo(e: Example) -> None:
 
 COMMANDS = {"list": _list, "info": _info, "bench": _bench, "export": _export, "convert": _convert,
             "predict": _predict, "erf": _erf, "data check": _data_check, "eval": _eval, "train": _train,
-            "robustness": _robustness, "demo": _demo}
+            "robustness": _robustness, "demo": _demo, "attention": _attention}
 
 
 def digest(folder: Path) -> dict[str, str]:

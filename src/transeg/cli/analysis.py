@@ -24,7 +24,7 @@ from transeg.analysis.robustness import write_outputs as write_robustness_output
 from transeg.api import load_model
 from transeg.cli.console import console
 from transeg.cli.options import DEVICE_OPTION, JSON_OPTION, OUT_DIR_OPTION, num_classes_option, pair_option, size_option
-from transeg.cli.types import BATCH, COUNT, COUNT_OR_ZERO, OUTPUT_DIR, POSITIVE, SEED
+from transeg.cli.types import BATCH, COUNT, COUNT_OR_ZERO, MAX_COUNT, MAX_SIDE, OUTPUT_DIR, POSITIVE, SEED
 from transeg.data.datasets import build_dataset
 from transeg.errors import TransegError
 from transeg.inference.predict import expand_images
@@ -104,12 +104,11 @@ def robustness_command(model: str, dataset_name: str, data_root: Path, split: st
 @click.command("attention")
 @click.argument("model")
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--patch", type=(int, int), required=True, metavar="Y X",
+@click.option("--patch", type=click.IntRange(0, MAX_SIDE), nargs=2, required=True, metavar="Y X",
               help="The query patch: row and column on the ceil(H/p) x ceil(W/p) patch grid, from 0.")
-@click.option("--layer", type=int, default=0, show_default=True,
+@click.option("--layer", type=click.IntRange(0, MAX_COUNT), default=0, show_default=True,
               help="Encoder block, from 0 (the first, as in Segmenter Fig. 1).")
-@click.option("--size", type=(int, int), default=None, metavar="H W",
-              help="Resize the image to H x W first (default: its own size).")
+@pair_option("--size", "Resize the image to H x W first (default: its own size).", metavar="H W")
 @num_classes_option()
 @OUT_DIR_OPTION
 def attention_command(model: str, image: Path, patch: tuple[int, int], layer: int, size: tuple[int, int] | None,

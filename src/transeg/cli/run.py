@@ -125,7 +125,7 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, resume
               help="Stop on an unreadable or invalid sample (labels checked as `data check` does), or skip it.")
 @click.option("--by-object-size", is_flag=True,
               help="Add mIoU on small / medium / large ground-truth segments (Segmenter Table 4) to metrics.json.")
-@click.option("--size-thresholds", type=(int, int), default=None, metavar="A B",
+@click.option("--size-thresholds", type=POSITIVE, nargs=2, default=None, metavar="A B",
               help="Pixel areas separating small | medium | large segments (default 1024 9216: COCO's 32² and "
                    "96²); implies --by-object-size.")
 @BACKEND_OPTION
