@@ -120,7 +120,7 @@ def test_cli_end_to_end_and_cache(checkpoint, data, tmp_path, monkeypatch):
 @pytest.mark.parametrize(("extra", "message"), [
     (("--severities", "0"), "severity must be an integer in 1..5"),
     (("--corruptions", "rain"), "unknown corruption 'rain' (valid: motion_blur,"),
-    (("--limit", "0"), "--limit must be at least 1"),
+    (("--limit", "0"), "Invalid value for '--limit': 0 is not in the range x>=1"),
     (("--mode", "slide"), "needs --crop and --stride"),
 ])
 def test_bad_input_is_one_line(checkpoint, data, tmp_path, extra, message):
