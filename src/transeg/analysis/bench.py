@@ -19,6 +19,7 @@ from transeg.engine.losses import segmentation_loss
 from transeg.errors import TransegError
 from transeg.inference.backends import OnnxSegmentor
 from transeg.inference.export import export_onnx
+from transeg.models.segmentor import Segmentor
 
 Backend = Literal["eager", "compile", "onnx"]
 Precision = Literal["fp32", "bf16"]
@@ -95,12 +96,13 @@ def inference_runner(model: nn.Module, backend: Backend, example: torch.Tensor) 
     raise TransegError(f"unknown backend {backend!r}")
 
 
-def bench_inference(model: nn.Module, size: tuple[int, int], batch: int = 1, backend: Backend = "eager",
+def bench_inference(model: Segmentor, size: tuple[int, int], batch: int = 1, backend: Backend = "eager",
                     precision: Precision = "fp32", warmup: int = 3, repeats: int = 10,
                     device: torch.device | str = "cpu") -> BenchResult:
     device = torch.device(device)
     if backend == "onnx" and (precision != "fp32" or device.type != "cpu"):
         raise TransegError("the onnx backend runs fp32 on the CPU")
+    model.require_input_size(size, "the benchmark size")
     model = model.eval().to(device)
     x = torch.randn(batch, 3, *size, device=device)
     runner = inference_runner(model, backend, x)
@@ -114,13 +116,14 @@ def bench_inference(model: nn.Module, size: tuple[int, int], batch: int = 1, bac
     return _result(model.config.name, "inference", backend, precision, device, batch, size, times)
 
 
-def bench_train_step(model: nn.Module, size: tuple[int, int], batch: int = 2, precision: Precision = "fp32",
+def bench_train_step(model: Segmentor, size: tuple[int, int], batch: int = 2, precision: Precision = "fp32",
                      warmup: int = 2, repeats: int = 5, device: torch.device | str = "cpu",
                      backend: Backend = "eager") -> BenchResult:
     """Forward, loss, backward and an AdamW step on random data."""
     if backend == "onnx":
         raise TransegError("training runs on the eager or compile backend")
     device = torch.device(device)
+    model.require_input_size(size, "the benchmark size")
     model = model.train().to(device)
     step_model = torch.compile(model.forward_train) if backend == "compile" else model.forward_train
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)

@@ -74,5 +74,6 @@ def count_macs(model: nn.Module, size: tuple[int, int], batch: int = 1,
 def model_complexity(model: Segmentor, size: tuple[int, int]) -> dict[str, Any]:
     """``{"params": {"encoder", "decoder", "total"}, "gmacs": float, "gmacs_executed": float}`` at one
     (H, W) input: GMACs as the papers count them, and those transeg's forward actually performs."""
+    model.require_input_size(size, "the size")
     return {"params": count_parameters(model), "gmacs": count_macs(model, size) / 1e9,
             "gmacs_executed": count_macs(model, size, paper_form=False) / 1e9}

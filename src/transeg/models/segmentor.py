@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transeg.data.labels import IGNORE_INDEX
+from transeg.errors import TransegError
 from transeg.models.config import ModelConfig
 from transeg.models.decoders.base import Decoder
 from transeg.models.encoders.base import Encoder
@@ -51,6 +52,14 @@ class Segmentor(nn.Module):
     def min_input_size(self) -> int:
         """The smallest input height and width the model runs on (its encoder's declaration)."""
         return self.encoder.min_input_size
+
+    def require_input_size(self, size: tuple[int, int], what: str = "the input size") -> None:
+        """Refuse, naming ``what``, an (H, W) below ``min_input_size``: inference pads such images, but
+        measurements of the raw model (bench, parameter and GMAC counts) cannot."""
+        low = self.min_input_size
+        if min(size) < low:
+            raise TransegError(f"{what} {size[0]}x{size[1]} is below {self.config.name}'s minimum of {low} pixels "
+                               "per side")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unpad(self.decoder(self.encoder(x)), x.shape[-2:])
