@@ -17,6 +17,9 @@ from pycocotools import mask as coco_mask
 
 from transeg.cli import cli
 
+# pycocotools (2.0.x) decodes through a NumPy 1 array interface
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 def _post(server, name: str, fmt: str = "png", **kwargs) -> httpx.Response:
     path = server.images[name]
