@@ -62,8 +62,8 @@ def serve_command(model: str, host: str, port: int, backend: str, device: str, n
     from transeg.serve.app import Limits, create_app
 
     segmentor = load_model(model, num_classes).to(device)
-    sock = _bind(host, port)
     concrete = resolve_backend(segmentor, backend)  # type: ignore[arg-type]
+    sock = _bind(host, port)
     runner = optimize_for_inference(segmentor, concrete)  # type: ignore[arg-type]
     limits = Limits(int(max_mb * 2**20), max_pixels, max_batch, batch_window, queue_size, timeout)
     app = create_app(runner, segmentor.config.name, concrete, device, limits)
