@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # install this CPU build first so that nothing pulls CUDA wheels.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,16 @@ $(VENV)/.core: pyproject.toml $(VENV)/.torch
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.torch
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(MAKE) --no-print-directory chromium
 	touch $@ $(VENV)/.core
+
+# the browser test of `transeg serve`'s page drives Debian's chromium: installed when missing and we are
+# root with apt (CI); otherwise that one test skips
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "note: no chromium and not root with apt-get: the page's browser test will skip"; fi
 
 demo: $(VENV)/.core
 	$(BIN)/transeg demo --out demo-output

@@ -274,6 +274,17 @@ def _robustness(e: Example) -> None:
                "--mode": st.sampled_from(["whole", "slide"])})
 
 
+def _serve(e: Example) -> None:
+    """Models that do not load only: a valid one would start serving and not return."""
+    e.args = ["serve", e.model(valid=False)]
+    e.options({"--host": st.one_of(st.sampled_from(["127.0.0.1", "::1", "nowhere.invalid"]), ODD_TEXT),
+               "--port": st.one_of(st.integers(0, 70000).map(str), HOSTILE_NUMBERS),
+               "--backend": st.sampled_from(["auto", "eager", "onnx", "int8", "tensorrt"]),
+               "--device": st.sampled_from(["cpu", "cuda:3", "tpu"]), "--num-classes": _positive(8),
+               "--max-batch": _positive(80), "--batch-window": HOSTILE_NUMBERS, "--queue-size": _positive(8),
+               "--max-mb": HOSTILE_NUMBERS, "--max-pixels": _positive(10**9), "--timeout": HOSTILE_NUMBERS})
+
+
 def _demo(e: Example) -> None:
     e.args = ["demo", "--out", e.draw(st.sampled_from([str(e.inputs.image), str(e.inputs.image / "x"),
                                                          "/proc/transeg-fuzz", ""]))]
@@ -281,7 +292,7 @@ def _demo(e: Example) -> None:
 
 COMMANDS = {"list": _list, "info": _info, "bench": _bench, "export": _export, "convert": _convert,
             "predict": _predict, "erf": _erf, "data check": _data_check, "eval": _eval, "train": _train,
-            "robustness": _robustness, "demo": _demo, "attention": _attention}
+            "robustness": _robustness, "demo": _demo, "attention": _attention, "serve": _serve}
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -26,6 +26,8 @@ COMMANDS = {
                         "per-class IoU/Acc/Dice, confusion matrix."),
     "predict": LazyCommand("transeg.cli.run:predict", "Segment IMAGES (files, folders or globs) with MODEL; "
                            "write label PNGs and overlays to --out."),
+    "serve": LazyCommand("transeg.cli.serve:serve_command", "Serve MODEL over HTTP: POST /predict, GET /health, "
+                         "GET /metadata, and a web page at /."),
     "data": LazyCommand("transeg.cli.run:data_group", "Dataset tools."),
     "demo": LazyCommand("transeg.cli.run:demo", "Train segformer-b0 on generated scenes (CPU, a few minutes) "
                         "and evaluate it on held-out ones."),
