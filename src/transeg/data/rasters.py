@@ -167,7 +167,9 @@ def _rows_of(blocks: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
     pending: list[np.ndarray] = []
     count = 0
     for block in blocks:
-        pending.append(np.asarray(block, np.uint8))
+        if block.dtype != np.uint8:
+            raise TransegError(f"a TIFF label map holds up to 256 classes (uint8 labels), got {block.dtype}")
+        pending.append(block)
         count += block.shape[0]
         while count >= rows:
             joined = np.concatenate(pending)
