@@ -18,7 +18,6 @@ import yaml
 from torch.utils.data import Dataset
 
 from transeg.data.images import IMAGE_SUFFIXES, read_image, read_label
-from transeg.data.rasters import read_raster
 from transeg.data.labels import (
     ADE20K_CLASSES,
     ADE20K_PALETTE,
@@ -38,6 +37,7 @@ from transeg.data.labels import (
     lut_from_mapping,
     reduce_zero_label_lut,
 )
+from transeg.data.rasters import read_raster
 from transeg.errors import TransegError
 
 Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]

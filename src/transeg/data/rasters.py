@@ -81,7 +81,7 @@ class RasterReader:
             raise TransegError(f"{self.path}: cannot read the TIFF ({' '.join(str(exc).split())})") from None
         if page.ndim == 2:
             shape = (*page.shape, 1)
-        if shape is None or page.is_tiled and getattr(page, "imagedepth", 1) != 1:
+        if shape is None or (page.is_tiled and getattr(page, "imagedepth", 1) != 1):
             self.close()
             raise TransegError(f"{self.path}: unsupported TIFF layout {page.shape} (planar {page.planarconfig}): "
                                "expected an (H, W) or (H, W, bands) image with interleaved bands")

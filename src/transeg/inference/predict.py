@@ -72,8 +72,9 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
                   skip_existing: bool = False, **predictor_options) -> list[Path]:
     """Write ``<stem>.png`` (palette label map, input size; ``<stem>.tif`` for TIFF inputs, see
-    ``predict_tiff``) and ``<stem>_overlay.jpg`` per image, each atomically (an interrupted run leaves no half-written file); returns the label maps written.
-    ``skip_existing`` skips the images whose two outputs are both there, which resumes a long run."""
+    ``predict_tiff``) and ``<stem>_overlay.jpg`` per image, each atomically (an interrupted run leaves
+    no half-written file); returns the label maps written. ``skip_existing`` skips the images whose
+    two outputs are both there, which resumes a long run."""
     paths = expand_images(images)
     stems = _output_stems(paths)
     outputs = [output_paths(out_dir, stem, is_tiff(path)) for path, stem in zip(paths, stems, strict=True)]
