@@ -37,6 +37,7 @@ from transeg.data.labels import (
     lut_from_mapping,
     reduce_zero_label_lut,
 )
+from transeg.data.rasters import read_raster
 from transeg.errors import TransegError
 
 Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
@@ -62,6 +63,7 @@ class SegmentationDataset(Dataset):
         transform: Transform | None = None,
         name: str = "dataset",
         seed: int = 0,
+        bands: int = 3,
     ) -> None:
         self.samples = [(Path(img), None if lbl is None else Path(lbl)) for img, lbl in samples]
         self.classes = tuple(classes)
@@ -73,6 +75,7 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.name = name
         self.seed = seed
+        self.bands = bands
         self.epoch = 0
 
     @property
@@ -97,13 +100,20 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> dict[str, Any]:
         """Sample ``index`` read from disk with the label table applied, before any transform."""
         image_path, label_path = self.samples[index]
-        image = read_image(image_path)
+        image = read_image(image_path) if self.bands == 3 else self._read_bands(image_path)
         sample: dict[str, Any] = {"image": image, "path": str(image_path)}
         if label_path is not None:
             raw = read_label(label_path)
             check_same_size(image_path, image.shape[:2], label_path, raw.shape)
             sample["label"] = self._valid_label(raw, label_path)
         return sample
+
+    def _read_bands(self, path: Path) -> np.ndarray:
+        """An (H, W, bands) raster of its own dtype (TIFF through tifffile)."""
+        image = read_raster(path)
+        if image.shape[2] != self.bands:
+            raise TransegError(f"{path}: the image has {image.shape[2]} bands, the dataset {self.bands}")
+        return image
 
     def load_label(self, index: int) -> np.ndarray | None:
         """The (H, W) uint8 label map of sample ``index`` (None when it has none), mapped and
@@ -306,7 +316,7 @@ def camvid(root: str | Path, split: str, transform: Transform | None = None) -> 
                                transform=transform, name=f"camvid/{split}")
 
 
-FOLDER_KEYS = ("classes", "palette", "reduce_zero_label", "ignore_index", "label_map")
+FOLDER_KEYS = ("classes", "palette", "reduce_zero_label", "ignore_index", "label_map", "bands")
 
 
 def folder(
@@ -320,6 +330,7 @@ def folder(
         reduce_zero_label: false              # optional: true when 0 means "unlabelled", 1.. classes
         ignore_index: 255                     # optional: the raw value meaning "unlabelled"
         label_map: {255: 1}                   # optional: raw value → class, applied last
+        bands: 5                              # optional: N-band TIFF images (default 3: RGB images)
 
     Binary masks stored 0/255 need ``label_map: {255: 1}``: otherwise 255 is "ignore" and the
     foreground is never learned. After mapping, the ignore value is always 255. The YAML file
@@ -335,7 +346,7 @@ def folder(
     lut[options["ignore_index"]] = IGNORE_INDEX
     lut = lut_from_mapping(options["label_map"], lut)
     return SegmentationDataset(pairs, options["classes"], palette=options["palette"], label_lut=lut,
-                               transform=transform, name=f"{root.name}/{split}")
+                               transform=transform, name=f"{root.name}/{split}", bands=options["bands"])
 
 
 def _read_folder_yaml(path: Path) -> dict[str, Any]:
@@ -362,11 +373,18 @@ def _read_folder_yaml(path: Path) -> dict[str, Any]:
         "reduce_zero_label": _yaml_value(path, "reduce_zero_label", data.get("reduce_zero_label", False),
                                          bool),
         "ignore_index": _yaml_byte(path, "ignore_index", data.get("ignore_index", IGNORE_INDEX)),
+        "bands": _yaml_bands(path, data.get("bands", 3)),
         "label_map": {
             _yaml_byte(path, "label_map", raw): _yaml_byte(path, "label_map", value)
             for raw, value in _yaml_value(path, "label_map", data.get("label_map") or {}, dict).items()
         },
     }
+
+
+def _yaml_bands(path: Path, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TransegError(f"{path}: 'bands' must be a positive integer, got {value!r}")
+    return value
 
 
 def _yaml_value(path: Path, key: str, value: Any, kind: type) -> Any:

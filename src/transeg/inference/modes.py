@@ -14,7 +14,7 @@ texture the global attention averages over, and it cannot pad a 1-pixel side at 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from math import ceil
 
 import numpy as np
@@ -58,15 +58,20 @@ def _check_window(crop: int | Sequence[int], stride: int | Sequence[int]) -> tup
 
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 ``(image - mean) / std`` (mean/std on 0-255)."""
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    """(H, W, C) image -> (1, C, H, W) float32 ``(image - mean) / std``, C == len(mean): uint8 RGB with
+    mean/std on 0-255, or N != 3 bands of any numeric dtype with per-band mean/std on their values."""
+    bands = len(mean)
+    numeric = isinstance(image, np.ndarray) and (
+        image.dtype == np.uint8 if bands == 3 else image.dtype.kind in "uif")  # 3 bands: RGB images only
+    if not numeric or image.ndim != 3 or image.shape[2] != bands:
         desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise TransegError(f"expected an (H, W, 3) uint8 RGB image, got {desc}")
+        what = "uint8 RGB image" if bands == 3 else f"image of {bands} bands"
+        raise TransegError(f"expected an (H, W, {bands}) {what}, got {desc}")
     if not image.flags.writeable:  # e.g. a resized or decoded view: torch warns on read-only arrays
         image = image.copy()
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(bands, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(bands, 1, 1)
     return ((x - mean_t) / std_t).unsqueeze(0)
 
 
@@ -96,39 +101,76 @@ def whole_logits(model: nn.Module, x: torch.Tensor, size_divisor: int | None = N
     return _resize(padded_forward(model, x), size)
 
 
-def slide_logits(model: nn.Module, x: torch.Tensor, crop: int | Sequence[int],
-                 stride: int | Sequence[int], batch_size: int = 4) -> torch.Tensor:
-    """(B, 3, H, W) -> (B, K, H, W) logits averaged over overlapping (crop) windows (mmseg 'slide').
+def _spans(size: int, crop: int, stride: int) -> list[tuple[int, int]]:
+    """Window [start, end) along one axis: every ``stride``, the last shifted inward to end at ``size``."""
+    grids = max(size - crop + stride - 1, 0) // stride + 1
+    return [(max(min(i * stride + crop, size) - crop, 0), min(i * stride + crop, size)) for i in range(grids)]
 
-    Windows start every ``stride``; the last ones are shifted inward to end at the border (no
-    padding). A crop larger than the image shrinks to it. Each window's logits are resized to
-    the window, summed into the full map and divided by the per-pixel window count.
-    ``batch_size`` windows go through the model at once.
+
+def slide_bands(model: nn.Module, rows: Callable[[int, int], torch.Tensor], size: tuple[int, int],
+                crop: int | Sequence[int], stride: int | Sequence[int],
+                batch_size: int = 4) -> Iterator[tuple[int, torch.Tensor]]:
+    """Sliding-window logits of an (H, W) image, band by band: yields ``(y, logits)``, logits
+    (B, K, r, W) for rows y..y+r, top to bottom, each band as soon as no later window covers it.
+
+    ``rows(y1, y2)`` gives the normalised input rows (B, C, y2 - y1, W). Windows are those of
+    ``slide_logits``, run a window row at a time; the logit sums and window counts live in one
+    window-high (B, K, crop_h, W) buffer, so memory depends on the window and W, not on H.
     """
     (h_crop, w_crop), (h_stride, w_stride) = _check_window(crop, stride)
     batch_size = _positive_int("batch_size", batch_size)
-    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    h_grids = max(h - h_crop + h_stride - 1, 0) // h_stride + 1
-    w_grids = max(w - w_crop + w_stride - 1, 0) // w_stride + 1
-    boxes = []
-    for i in range(h_grids):
-        for j in range(w_grids):
-            y2, x2 = min(i * h_stride + h_crop, h), min(j * w_stride + w_crop, w)
-            boxes.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
-    window = (min(h_crop, h), min(w_crop, w))  # every box has this size
+    h, w = size
+    row_spans, col_spans = _spans(h, h_crop, h_stride), _spans(w, w_crop, w_stride)
+    window = (min(h_crop, h), min(w_crop, w))  # every window has this size
     logits: torch.Tensor | None = None
-    count = torch.zeros((1, 1, h, w), dtype=x.dtype, device=x.device)
-    for start in range(0, len(boxes), batch_size):
-        chunk = boxes[start:start + batch_size]
-        crops = torch.cat([x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-        out = _resize(padded_forward(model, crops), window).split(b)
-        if logits is None:
-            logits = out[0].new_zeros((b, out[0].shape[1], h, w))
-        for (y1, y2, x1, x2), part in zip(chunk, out, strict=True):
-            logits[:, :, y1:y2, x1:x2] += part
-            count[:, :, y1:y2, x1:x2] += 1
-    assert logits is not None
-    return logits / count
+    count: torch.Tensor | None = None
+    top = 0  # the image row at the buffer's row 0
+    for i, (y1, y2) in enumerate(row_spans):
+        strip = rows(y1, y2)
+        if count is None:
+            count = strip.new_zeros((1, 1, window[0], w))
+        _shift_up(count, y1 - top)
+        if logits is not None:
+            _shift_up(logits, y1 - top)
+        top = y1
+        for start in range(0, len(col_spans), batch_size):
+            chunk = col_spans[start:start + batch_size]
+            crops = torch.cat([strip[..., x1:x2] for x1, x2 in chunk])
+            out = _resize(padded_forward(model, crops), window).split(strip.shape[0])
+            if logits is None:
+                logits = out[0].new_zeros((strip.shape[0], out[0].shape[1], window[0], w))
+            for (x1, x2), part in zip(chunk, out, strict=True):
+                logits[:, :, :, x1:x2] += part
+                count[:, :, :, x1:x2] += 1
+        done = row_spans[i + 1][0] if i + 1 < len(row_spans) else h  # rows above are final
+        if done > top:
+            assert logits is not None
+            yield top, logits[:, :, :done - top] / count[:, :, :done - top]
+
+
+def _shift_up(buffer: torch.Tensor, rows: int) -> None:
+    """Move (..., R, W) ``buffer`` up by ``rows`` in place, zeroing the rows freed at the bottom."""
+    if rows <= 0:
+        return
+    keep = buffer.shape[-2] - rows
+    for r in range(0, keep, rows):  # blocks of at most ``rows`` rows never overlap their source
+        n = min(rows, keep - r)
+        buffer[..., r:r + n, :] = buffer[..., r + rows:r + rows + n, :]
+    buffer[..., max(keep, 0):, :] = 0
+
+
+def slide_logits(model: nn.Module, x: torch.Tensor, crop: int | Sequence[int],
+                 stride: int | Sequence[int], batch_size: int = 4) -> torch.Tensor:
+    """(B, C, H, W) -> (B, K, H, W) logits averaged over overlapping (crop) windows (mmseg 'slide').
+
+    Windows start every ``stride``; the last ones are shifted inward to end at the border (no
+    padding). A crop larger than the image shrinks to it. Each window's logits are resized to
+    the window, summed and divided by the per-pixel window count (``slide_bands``, whose bands
+    this joins). ``batch_size`` windows of a window row go through the model at once.
+    """
+    size = (x.shape[-2], x.shape[-1])
+    bands = [band for _, band in slide_bands(model, lambda y1, y2: x[:, :, y1:y2], size, crop, stride, batch_size)]
+    return torch.cat(bands, dim=2)
 
 
 def _probs(logits: torch.Tensor) -> torch.Tensor:
@@ -195,7 +237,7 @@ def logits_to_labels(logits: torch.Tensor) -> torch.Tensor:
 
 
 class Predictor:
-    """Segments (H, W, 3) uint8 RGB images at their own resolution.
+    """Segments (H, W, C) images (uint8 RGB, or the bands ``model.config.mean`` has) at their own resolution.
 
     ``mode``: 'whole' (one pass, optionally resized to multiples of ``size_divisor``), 'slide'
     (``crop``/``stride`` windows) or 'ms-flip' (``scales`` and ``flip``, each scale run whole, or
@@ -239,7 +281,7 @@ class Predictor:
         self.mean, self.std = tuple(config.mean), tuple(config.std)
 
     def predict_logits(self, image: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB -> (1, K, H, W) float logits on ``device``.
+        """(H, W, C) image -> (1, K, H, W) float logits on ``device``.
 
         For 'ms-flip' these are the log of the averaged probabilities (their logit for K == 1), so
         that softmax (sigmoid) gives those probabilities back.
@@ -271,7 +313,33 @@ class Predictor:
         return torch.logit(probs) if probs.shape[1] == 1 else probs.log()
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (H, W) class labels, uint8 for up to 256 classes else int64."""
+        """(H, W, C) image -> (H, W) class labels, uint8 for up to 256 classes else int64. Slide mode
+        turns each band of finished rows into labels at once (``predict_bands``): no (K, H, W) map."""
+        if self.mode == "slide":
+            return np.concatenate(list(self.predict_bands(lambda y1, y2: image[y1:y2], image.shape[:2])))
         logits = self.predict_logits(image)
+        return self._labels(logits)
+
+    def predict_bands(self, rows: Callable[[int, int], np.ndarray], size: tuple[int, int]) -> Iterator[np.ndarray]:
+        """Slide-mode labels of an (H, W) image, band by band: ``rows(y1, y2)`` reads (y2 - y1, W, C)
+        image rows; yields (r, W) label rows, top to bottom. Memory: one window row of logits."""
+        if self.mode != "slide":
+            raise TransegError(f"band-by-band prediction needs slide mode, not {self.mode!r}")
+        assert self.window is not None
+
+        def normalised(y1: int, y2: int) -> torch.Tensor:
+            return normalize(rows(y1, y2), self.mean, self.std).to(self.device)
+
+        bands = slide_bands(self.model, normalised, size, *self.window, self.batch_size)
+        while True:
+            with torch.inference_mode():  # entered per band: a suspended generator must not hold it
+                item = next(bands, None)
+                if item is None:
+                    return
+                labels = self._labels(item[1])
+            yield labels
+
+    @staticmethod
+    def _labels(logits: torch.Tensor) -> np.ndarray:
         labels = logits_to_labels(logits)[0].cpu().numpy()
         return labels.astype(np.uint8) if logits.shape[1] <= 256 else labels

@@ -12,8 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from transeg.data.images import IMAGE_SUFFIXES, read_image, save_label_png
 from transeg.data.labels import default_palette
+from transeg.data.rasters import is_tiff
 from transeg.errors import TransegError
 from transeg.inference.modes import Predictor
+from transeg.inference.stream import predict_tiff
 from transeg.models.segmentor import Segmentor
 from transeg.viz import overlay
 from transeg.weights.files import write_atomic
@@ -52,9 +54,10 @@ def _output_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
-    """The label map and the overlay ``predict_files`` writes for the image of ``stem``."""
-    return out_dir / f"{stem}.png", out_dir / f"{stem}_overlay.jpg"
+def output_paths(out_dir: Path, stem: str, tiff: bool = False) -> tuple[Path, Path]:
+    """The label map and the overlay ``predict_files`` writes for the image of ``stem``: a PNG label
+    map, or for a ``tiff`` input a tiled TIFF one (band by band in slide mode, GeoTIFF tags kept)."""
+    return out_dir / f"{stem}.{'tif' if tiff else 'png'}", out_dir / f"{stem}_overlay.jpg"
 
 
 def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
@@ -68,12 +71,14 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
                   skip_existing: bool = False, **predictor_options) -> list[Path]:
-    """Write ``<stem>.png`` (palette label map, input size) and ``<stem>_overlay.jpg`` per image, each
-    atomically (an interrupted run leaves no half-written file); returns the label maps written.
-    ``skip_existing`` skips the images whose two outputs are both there, which resumes a long run."""
+    """Write ``<stem>.png`` (palette label map, input size; ``<stem>.tif`` for TIFF inputs, see
+    ``predict_tiff``) and ``<stem>_overlay.jpg`` per image, each atomically (an interrupted run leaves
+    no half-written file); returns the label maps written. ``skip_existing`` skips the images whose
+    two outputs are both there, which resumes a long run."""
     paths = expand_images(images)
     stems = _output_stems(paths)
-    _refuse_overwriting_inputs(paths, [p for stem in stems for p in output_paths(out_dir, stem)])
+    outputs = [output_paths(out_dir, stem, is_tiff(path)) for path, stem in zip(paths, stems, strict=True)]
+    _refuse_overwriting_inputs(paths, [p for pair in outputs for p in pair])
     predictor = Predictor(model, **predictor_options)
     palette = np.asarray(model.config.palette, np.uint8) if model.config.palette else default_palette(
         max(model.num_classes, 2))
@@ -82,15 +87,20 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True, disable=len(paths) < 2) as progress:
         task = progress.add_task("predict", total=len(paths))
-        for path, stem in zip(paths, stems, strict=True):
-            label_path, overlay_path = output_paths(out_dir, stem)
+        for path, (label_path, overlay_path) in zip(paths, outputs, strict=True):
             if skip_existing and label_path.is_file() and overlay_path.is_file():
                 progress.advance(task)
                 continue
-            image = read_image(path)
-            labels = predictor.predict(image)
-            write_atomic(label_path, lambda tmp, labels=labels: save_label_png(labels, tmp, palette))
-            blended = Image.fromarray(np.ascontiguousarray(overlay(image, labels, palette, alpha=alpha)))
+            if is_tiff(path):
+                previews: list[np.ndarray] = []
+                write_atomic(label_path, lambda tmp, path=path, previews=previews: previews.append(
+                    predict_tiff(predictor, path, Path(tmp), palette, alpha)))
+                blended = Image.fromarray(previews[0])
+            else:
+                image = read_image(path)
+                labels = predictor.predict(image)
+                write_atomic(label_path, lambda tmp, labels=labels: save_label_png(labels, tmp, palette))
+                blended = Image.fromarray(np.ascontiguousarray(overlay(image, labels, palette, alpha=alpha)))
             write_atomic(overlay_path, lambda tmp, blended=blended: blended.save(tmp, quality=92))
             written.append(label_path)
             progress.advance(task)

@@ -45,6 +45,10 @@ DECODERS: dict[str, tuple[type, Callable[..., Decoder]]] = {
 
 def build_model(config: ModelConfig) -> Segmentor:
     """Instantiate the modules described by ``config`` (randomly initialised), in eval mode."""
+    bands = config.encoder_config.in_channels
+    if bands < 1 or len(config.mean) != bands or len(config.std) != bands:
+        raise TransegError(f"{config.name}: {bands} input bands need {bands} mean and std values (one per band), "
+                           f"got {len(config.mean)} and {len(config.std)}")
     encoder = ENCODERS[config.encoder][1](config.encoder_config)
     decoder = DECODERS[config.decoder][1](encoder.out_channels, config.num_classes, config.decoder_config)
     return Segmentor(encoder, decoder, config).eval()

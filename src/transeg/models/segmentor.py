@@ -36,6 +36,11 @@ class Segmentor(nn.Module):
         return self.config.num_classes
 
     @property
+    def in_channels(self) -> int:
+        """Input bands C of (B, C, H, W) images: 3 for RGB, N for N-band rasters."""
+        return self.config.encoder_config.in_channels
+
+    @property
     def onnx_dynamic_size(self) -> bool:
         """Whether the model exports to ONNX with dynamic height and width (else a fixed size): both its
         encoder and its decoder must declare so."""

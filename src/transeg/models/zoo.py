@@ -293,3 +293,20 @@ def model_config(name: str, num_classes: int | None = None, class_names: tuple[s
     if image_size is not None:
         config = with_image_size(config, image_size)
     return config
+
+
+def with_bands(config: ModelConfig, in_channels: int, mean: tuple[float, ...] | None = None,
+               std: tuple[float, ...] | None = None) -> ModelConfig:
+    """``config`` for ``in_channels``-band input with per-band ``mean``/``std`` (default: the RGB
+    values repeated over the bands); the 3-band RGB config itself when nothing changes."""
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise TransegError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if in_channels == 3 and mean is None and std is None:
+        return config
+
+    def per_band(values: tuple[float, ...] | None, rgb: tuple[float, ...]) -> tuple[float, ...]:
+        return tuple(float(v) for v in values) if values is not None else tuple(rgb[i % 3] for i in range(in_channels))
+
+    encoder_config = dataclasses.replace(config.encoder_config, in_channels=in_channels)
+    return dataclasses.replace(config, encoder_config=encoder_config, mean=per_band(mean, config.mean),
+                               std=per_band(std, config.std))

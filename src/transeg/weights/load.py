@@ -16,12 +16,15 @@ Foreign pickles are opened with ``torch.load(weights_only=True)``: no code in th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from transeg.errors import TransegError
+from transeg.models.factory import ENCODERS
 from transeg.models.segmentor import Segmentor
 from transeg.weights import native, resnet, segdeformer, segformer, segmenter, swin
+from transeg.weights.channels import adapt_input_convs
 from transeg.weights.files import state_dict_of, torch_load_safely
 from transeg.weights.formats import CheckpointFormat, DirectoryFormat, EncoderReader, Formats
 from transeg.weights.keys import load_state_strict, preview_keys
@@ -62,9 +65,18 @@ def load_model(path: str | os.PathLike[str]) -> Segmentor:
 
 def load_encoder_weights(model: Segmentor, path: str | os.PathLike[str]) -> None:
     """Initialise ``model.encoder`` from a pretrained backbone file of a format its family declares;
-    every encoder key must match."""
+    every encoder key must match. An N-band model reads the RGB file as an RGB twin would, then its
+    input convolution is adapted (``channels.adapt_input_conv``)."""
     reader = ENCODER_READERS.get(model.config.encoder)
     if reader is None:
         raise TransegError(f"no pretrained-weights reader for {model.config.encoder!r} encoders")
-    state = reader(Path(path), model.encoder)
+    bands = model.in_channels
+    if bands == 3:
+        load_state_strict(model.encoder, reader(Path(path), model.encoder), str(path))
+        return
+    rgb_config = dataclasses.replace(model.config.encoder_config, in_channels=3)
+    rgb_encoder = ENCODERS[model.config.encoder][1](rgb_config)
+    state = reader(Path(path), rgb_encoder)
+    load_state_strict(rgb_encoder, state, str(path))
+    state = adapt_input_convs(state, model.encoder.state_dict(), bands)
     load_state_strict(model.encoder, state, str(path))
