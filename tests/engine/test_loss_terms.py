@@ -279,3 +279,20 @@ def test_two_processes_give_the_gradient_of_one(tmp_path):
         grad = torch.cat([conv.weight.grad.flatten(), conv.bias.grad])
         torch.testing.assert_close(results[name]["grad"], grad, rtol=1e-5, atol=1e-6, msg=name)
         torch.testing.assert_close(results[name]["loss"], loss.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("name", ["segformer-b0", "segmenter-t16-mask", "segdeformer-mit-b0"])
+def test_every_term_trains_every_decoder_family(name):
+    """forward_train's output (Segmenter: stride-1 logits over a padded input; SegDeformer: labels in the
+    forward pass) goes through every term; the gradient reaches the encoder, finite."""
+    torch.manual_seed(0)
+    model = transeg.create_model(name, num_classes=4, image_size=64 if "segmenter" in name else None)
+    x, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    labels[:, :8] = 255
+    spec = [{"type": t} for t in ("cross_entropy", "focal", "dice", "lovasz")]
+    spec.append({"type": "ohem_cross_entropy", "min_kept": 100})
+    value = build_loss(spec)(model.forward_train(x, labels), labels)
+    value.backward()
+    grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert torch.isfinite(value) and grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)

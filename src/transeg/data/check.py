@@ -52,8 +52,10 @@ class CheckReport:
         return not problems and sum(self.class_pixels) > 0
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (raw value keys are ints)."""
-        return {**dataclasses.asdict(self), "num_classes": self.num_classes, "ok": self.ok}
+        """Plain JSON-able dict (raw value keys are ints), with the weights ``class_weight: auto`` would
+        give from these class counts."""
+        return {**dataclasses.asdict(self), "num_classes": self.num_classes, "ok": self.ok,
+                "class_weight_auto": inverse_log_weights(self.class_pixels)}
 
 
 def _reduces_zero(lut: np.ndarray, ignore_index: int) -> bool:
