@@ -296,3 +296,14 @@ def test_every_term_trains_every_decoder_family(name):
     grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
     assert torch.isfinite(value) and grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_terms_that_cannot_apply_are_refused_before_training():
+    loss = build_loss([{"type": "dice"}, {"type": "cross_entropy", "class_weight": [1, 2]}])
+    with pytest.raises(TransegError, match=r"^loss\.1\.class_weight: 2 values for a 3-class model$"):
+        loss.check_classes(3)
+    with pytest.raises(TransegError, match=r"^loss\.0\.alpha: weighs the foreground"):
+        build_loss([{"type": "focal", "alpha": 0.25}]).check_classes(3)
+    with pytest.raises(TransegError, match=r"^loss\.1: lovasz needs a softmax model"):
+        build_loss([{"type": "dice"}, {"type": "lovasz"}]).check_classes(1)
+    build_loss([{"type": "focal", "alpha": 0.25}, {"type": "dice"}]).check_classes(1)  # the sigmoid forms

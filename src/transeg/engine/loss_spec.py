@@ -73,6 +73,21 @@ class SegLoss:
         self.aux_weights = aux_weights or {}
         self._class_weight = None if class_weight is None else torch.tensor(list(class_weight), dtype=torch.float32)
 
+    def check_classes(self, num_classes: int, source: str = "loss") -> None:
+        """Refuse, before any step, terms that cannot apply to a ``num_classes``-channel model: a
+        ``class_weight`` list of another length, focal's ``alpha`` with several classes, a softmax-only
+        term on one channel."""
+        for i, term in enumerate(self.terms):
+            if isinstance(term, CrossEntropyTerm) and isinstance(term.class_weight, tuple) \
+                    and len(term.class_weight) != num_classes:
+                raise TransegError(f"{source}.{i}.class_weight: {len(term.class_weight)} values for a "
+                                   f"{num_classes}-class model")
+            if isinstance(term, FocalTerm) and term.alpha is not None and num_classes > 1:
+                raise TransegError(f"{source}.{i}.alpha: weighs the foreground of one-class (sigmoid) models; "
+                                   f"this model has {num_classes} classes")
+            if isinstance(term, (LovaszTerm, OhemTerm)) and num_classes < 2:
+                raise TransegError(f"{source}.{i}: {term.type} needs a softmax model of 2 or more classes")
+
     def __call__(self, out: SegOutput | torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.with_parts(out, labels)[0]
 

@@ -116,6 +116,7 @@ class Trainer:
         terms = parse_loss_spec(cfg.loss)
         self.loss_fn = SegLoss(terms, cfg.train.loss_average, self.info, cfg.train.aux_loss_weights,
                                resolve_class_weight(terms, self.train_set, self.out_dir, self.info.is_main))
+        self.loss_fn.check_classes(self.model.num_classes)
         self.iteration = 0
         self.best_miou: float | None = None
         self.nonfinite_in_row = 0
