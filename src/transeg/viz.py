@@ -128,7 +128,7 @@ def _grid_figure(m: np.ndarray, names: list[str]) -> Image.Image:
     margin = max(_text_width(n) for n in names) + 2 * _PAD
     bar_area = _BAR_WIDTH + _text_width("100%") + 3 * _PAD
     left = top = title + margin
-    canvas = Image.new("RGB", (left + grid.width + bar_area, top + grid.height + _PAD), "white")
+    canvas = Image.new("RGB", (left + grid.width + bar_area, top + grid.height + 2 * _PAD), "white")
     canvas.paste(grid, (left, top))
     canvas_draw = ImageDraw.Draw(canvas)
     strip = Image.new("RGB", (margin, grid.height), "white")  # column names, drawn then turned upright
@@ -164,11 +164,12 @@ def _ranked_figure(confusions: list[tuple[str, str, float]], k: int) -> Image.Im
     row, bar_max = 18, 400
     labels = [f"{gt} -> {pred}" for gt, pred, _ in confusions] or ["no confusion"]
     margin = max(_text_width(t) for t in labels) + 2 * _PAD
-    width = margin + bar_max + _text_width("100.0%") + 3 * _PAD
+    title = (f"top confusions of {k} classes: share of the ground-truth class's pixels "
+             "(ground truth -> prediction)")
+    width = max(margin + bar_max + _text_width("100.0%") + 3 * _PAD, _text_width(title) + 2 * _PAD)
     canvas = Image.new("RGB", (width, 2 * row + row * len(labels) + _PAD), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((_PAD, row // 2), f"top confusions of {k} classes: share of the ground-truth class's pixels "
-              "(ground truth -> prediction)", fill="black", font=_FONT, anchor="lm")
+    draw.text((_PAD, row // 2), title, fill="black", font=_FONT, anchor="lm")
     for i, (label, (_, _, share)) in enumerate(zip(labels, confusions, strict=False)):
         y = 2 * row + i * row
         draw.text((margin - _PAD - _text_width(label), y + row // 2), label, fill="black", font=_FONT, anchor="lm")
