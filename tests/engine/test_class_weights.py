@@ -74,7 +74,7 @@ def test_trainer_and_data_check_agree(scenes, tmp_path):
     trainer = Trainer(cfg)
     result = CliRunner().invoke(cli, ["data", "check", str(config), "--split", "train", "--json"])
     shown = json.loads(result.output.splitlines()[0])["class_weight_auto"]
-    assert trainer.loss_fn._class_weight.tolist() == pytest.approx(shown)
+    assert trainer.loss_fn.class_weight.tolist() == pytest.approx(shown)
     text = CliRunner().invoke(cli, ["data", "check", str(config), "--split", "train"]).output
     assert "class_weight auto = 1 / ln(1.02 + share of labelled)" in text
     assert f"weight {shown[0]:6.2f}" in text

@@ -71,7 +71,8 @@ class SegLoss:
         self.average = average
         self.info = info or DistInfo()
         self.aux_weights = aux_weights or {}
-        self._class_weight = None if class_weight is None else torch.tensor(list(class_weight), dtype=torch.float32)
+        # (K,) weights standing in for class_weight: auto
+        self.class_weight = None if class_weight is None else torch.tensor(list(class_weight), dtype=torch.float32)
 
     def check_classes(self, num_classes: int, source: str = "loss") -> None:
         """Refuse, before any step, terms that cannot apply to a ``num_classes``-channel model: a
@@ -125,10 +126,10 @@ class SegLoss:
         if term.class_weight is None:
             return None
         if term.class_weight == "auto":
-            if self._class_weight is None:
+            if self.class_weight is None:
                 raise TransegError("loss cross_entropy: class_weight auto needs the training split's class "
                                    "frequencies (build_loss(..., class_weight=...))")
-            weights = self._class_weight
+            weights = self.class_weight
         else:
             weights = torch.tensor(term.class_weight, dtype=torch.float32)
         if weights.numel() != num_classes:

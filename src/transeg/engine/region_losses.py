@@ -79,8 +79,8 @@ def lovasz_weights(errors: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
 
 def _gather_rows(local: torch.Tensor, info: DistInfo) -> tuple[torch.Tensor, int]:
     """(N_r, C) rows of every process, concatenated in rank order, and where this process's rows start."""
-    sizes = [torch.zeros((), dtype=torch.long) for _ in range(info.world_size)]
-    dist.all_gather(sizes, torch.tensor(local.shape[0]))
+    sizes = [torch.zeros((), dtype=torch.long, device=local.device) for _ in range(info.world_size)]
+    dist.all_gather(sizes, torch.tensor(local.shape[0], device=local.device))  # nccl: tensors on the GPU
     longest = max(int(s) for s in sizes)
     padded = torch.zeros((longest, local.shape[1]), dtype=local.dtype, device=local.device)
     padded[: local.shape[0]] = local
