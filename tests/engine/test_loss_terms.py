@@ -307,3 +307,37 @@ def test_terms_that_cannot_apply_are_refused_before_training():
     with pytest.raises(TransegError, match=r"^loss\.1: lovasz needs a softmax model"):
         build_loss([{"type": "dice"}, {"type": "lovasz"}]).check_classes(1)
     build_loss([{"type": "focal", "alpha": 0.25}, {"type": "dice"}]).check_classes(1)  # the sigmoid forms
+
+
+@pytest.mark.slow  # about 30 s: two training runs, one under torchrun
+def test_trainer_under_torchrun_two_processes_match_one(tmp_path):
+    """The trainer hands its process group to the terms: a Dice + Lovász + OHEM run under torchrun with
+    2 CPU processes reaches the weights of 1 process with the same global batch."""
+    import subprocess
+    import sys
+
+    from transeg.data.synthetic import write_synthetic_dataset
+
+    scenes = write_synthetic_dataset(tmp_path / "scenes", num_train=4, num_val=1, size=(48, 48))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dataset: folder, root: {scenes}, crop_size: [48, 48], scale: [48, 48], "
+                      "test_scale: null, num_workers: 0}\nschedule: {iterations: 2, warmup_iters: 1}\n"
+                      "model: {drop_path_rate: 0, decoder_dropout: 0}\n"
+                      "train: {batch_size: 4, eval_interval: 2}\n"
+                      "optimizer: {type: sgd, lr: 0.01, weight_decay: 0.0}\n"
+                      "loss: [{type: dice}, {type: lovasz, weight: 0.5}, "
+                      "{type: ohem_cross_entropy, thresh: 0.5, min_kept: 200}]\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launcher in [("one", []), ("two", ["-m", "torch.distributed.run", "--nproc_per_node=2",
+                                                 f"--master_port={29800 + os.getpid() % 100}"])]:
+        subprocess.run([sys.executable, *launcher, "-m", "transeg", "train", str(config),
+                        "--set", f"output_dir={tmp_path / name}"], check=True, env=env, capture_output=True)
+    one = transeg.load_model(tmp_path / "one" / "model.safetensors").state_dict()
+    two = transeg.load_model(tmp_path / "two" / "model.safetensors").state_dict()
+    worst = max((one[k].float() - two[k].float()).abs().max().item() for k in one)
+    assert worst < 1e-4, f"max weight difference {worst:.2e}"
+    from transeg.engine.recipe import load_config
+    from transeg.engine.train import Trainer
+
+    start = Trainer(load_config(config, [f"output_dir={tmp_path / 'fresh'}"])).model.state_dict()
+    assert not torch.equal(start["decoder.classifier.weight"], one["decoder.classifier.weight"])  # it trained
