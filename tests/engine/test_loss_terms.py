@@ -125,7 +125,8 @@ def test_focal_by_hand():
 def test_ohem_selects_like_mmsegmentation():
     """4 labelled pixels with true-class probabilities 0.9, 0.6, 0.3, 0.8 (one image): thresh 0.7 keeps
     0.6 and 0.3; min_kept 2 raises the threshold to the sorted[2] = 0.8 -> same two kept (0.8 is not
-    below itself); min_kept 3 -> sorted[3] = 0.9 keeps 0.6, 0.3, 0.8."""
+    below itself); min_kept 3 -> sorted[3] = 0.9 keeps 0.6, 0.3, 0.8. Without thresh: the min_kept
+    largest losses (smallest probabilities)."""
     probs = torch.tensor([0.9, 0.6, 0.3, 0.8])
     z = torch.stack([torch.log(probs), torch.log(1 - probs)]).reshape(1, 2, 1, 4)
     labels = torch.zeros(1, 1, 4, dtype=torch.long)
@@ -133,6 +134,9 @@ def test_ohem_selects_like_mmsegmentation():
     for min_kept, kept in [(0, [1, 2]), (2, [1, 2]), (3, [1, 2, 3])]:
         loss = build_loss([{"type": "ohem_cross_entropy", "thresh": 0.7, "min_kept": min_kept}])
         assert loss(z, labels).item() == pytest.approx(float(ce[kept].sum() / 4), rel=1e-5)
+    for min_kept, kept in [(0, []), (1, [2]), (3, [1, 2, 3]), (9, [0, 1, 2, 3])]:  # no thresh: the largest losses
+        loss = build_loss([{"type": "ohem_cross_entropy", "thresh": None, "min_kept": min_kept}])
+        assert loss(z, labels).item() == pytest.approx(float(ce[kept].sum() / 4), rel=1e-5, abs=1e-9)
 
 
 def test_dice_and_lovasz_by_hand():
@@ -228,6 +232,7 @@ DDP_SPECS = {
     "dice": [{"type": "dice"}],
     "lovasz": [{"type": "lovasz"}],
     "ohem": [{"type": "ohem_cross_entropy", "thresh": 0.3, "min_kept": 12}],
+    "ohem-top-k": [{"type": "ohem_cross_entropy", "thresh": None, "min_kept": 7}],
     "mixed": [{"type": "cross_entropy", "weight": 1.0}, {"type": "dice", "weight": 0.5},
               {"type": "lovasz", "weight": 0.25}],
     "binary": [{"type": "cross_entropy"}, {"type": "focal", "alpha": 0.25}, {"type": "dice"}],

@@ -49,7 +49,8 @@ class LovaszTerm(_Term):
 
 class OhemTerm(_Term):
     type: Literal["ohem_cross_entropy"]
-    thresh: float = Field(0.7, gt=0, le=1)  # keep pixels whose true-class probability is below this
+    thresh: float | None = Field(0.7, gt=0, le=1)  # keep pixels whose true-class probability is below this
+    # (none: keep the min_kept per image of largest loss)
     min_kept: NonNegativeInt = 100_000  # ... but at least this many per image
 
 

@@ -9,8 +9,10 @@ gradients DDP averages over processes are those of one process holding the whole
 OHEM follows MMSegmentation's ``OHEMPixelSampler`` with a threshold: a labelled pixel is kept when
 the softmax probability of its true class is below ``max(thresh, q)``, ``q`` being the
 ``min_kept * batch``-th smallest such probability (0-based, capped at the last), so that at least
-``min_kept`` pixels per image are kept. Under DDP ``q`` is taken over the global batch (each
-process contributes its smallest ``k + 1`` probabilities), so 2 processes select what 1 would.
+``min_kept`` pixels per image are kept. Without a threshold (``thresh: null``) the ``min_kept * batch``
+pixels of largest cross-entropy are kept, as the sampler ranks them by loss. Under DDP ``q`` is taken
+over the global batch (each process contributes its smallest ``k + 1`` probabilities), so 2
+processes select what 1 would.
 """
 
 from __future__ import annotations
@@ -74,31 +76,40 @@ def focal(logits: torch.Tensor, labels: torch.Tensor, divisor: torch.Tensor, gam
     return (losses * valid).sum() / divisor.clamp(min=1)
 
 
-def ohem_keep(z: torch.Tensor, labels: torch.Tensor, thresh: float, min_kept: int,
+def _order_statistic(values: torch.Tensor, index: int, info: DistInfo | None) -> float | None:
+    """The ``index``-th smallest (0-based, capped at the last) of the 1-D ``values`` of every process;
+    None when there are none. Under DDP each process contributes its ``index + 1`` smallest."""
+    ranked = values.sort().values
+    count = torch.tensor(ranked.numel(), device=values.device)
+    if info is not None and info.distributed:
+        smallest = torch.full((index + 1,), float("inf"), device=values.device)
+        smallest[: min(index + 1, ranked.numel())] = ranked[: index + 1]
+        gathered = [torch.empty_like(smallest) for _ in range(info.world_size)]
+        dist.all_gather(gathered, smallest)
+        dist.all_reduce(count)
+        ranked = torch.cat(gathered).sort().values
+    n = int(count)
+    return float(ranked[min(index, n - 1)]) if n > 0 else None
+
+
+def ohem_keep(z: torch.Tensor, labels: torch.Tensor, thresh: float | None, min_kept: int,
               info: DistInfo | None = None) -> torch.Tensor:
     """(B, K, H, W) upsampled logits -> the (B, H, W) bool mask of the pixels OHEM keeps (see the module
-    docstring); the global batch's quantile under DDP."""
+    docstring); the global batch's order statistic under DDP. No ``thresh``: the ``min_kept * batch``
+    pixels of largest cross-entropy, i.e. of smallest true-class probability (ties at the cut kept)."""
     with torch.no_grad():
         valid = labels != IGNORE_INDEX
         prob = F.softmax(z, dim=1).gather(1, labels.clamp(max=z.shape[1] - 1)[:, None])[:, 0]
-        ranked = prob[valid].sort().values
-        distributed = info is not None and info.distributed
-        batch = labels.shape[0] * (info.world_size if distributed else 1)
+        batch = labels.shape[0] * (info.world_size if info is not None and info.distributed else 1)
         k = min_kept * batch
-        count = torch.tensor(ranked.numel(), device=z.device)
-        if distributed:
-            smallest = torch.full((k + 1,), float("inf"), device=z.device)
-            smallest[: min(k + 1, ranked.numel())] = ranked[: k + 1]
-            gathered = [torch.empty_like(smallest) for _ in range(info.world_size)]
-            dist.all_gather(gathered, smallest)
-            dist.all_reduce(count)
-            ranked = torch.cat(gathered).sort().values
-        n = int(count)
-        quantile = float(ranked[min(k, n - 1)]) if n > 0 else 0.0
-        return valid & (prob < max(quantile, thresh))
+        if thresh is None:
+            cut = _order_statistic(prob[valid], max(k - 1, 0), info)
+            return valid & (prob <= cut) if cut is not None and k > 0 else torch.zeros_like(valid)
+        quantile = _order_statistic(prob[valid], k, info)
+        return valid & (prob < max(quantile if quantile is not None else 0.0, thresh))
 
 
-def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, divisor: torch.Tensor, thresh: float,
+def ohem_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, divisor: torch.Tensor, thresh: float | None,
                        min_kept: int, info: DistInfo | None = None) -> torch.Tensor:
     """Σ over the pixels :func:`ohem_keep` keeps of -log p_t, / divisor (MMSegmentation normalises the
     sampled loss by the same divisor as plain cross-entropy)."""
