@@ -10,11 +10,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from PIL import Image
 
 from transeg.errors import TransegError
 from transeg.metrics import ConfusionMatrix, compute_metrics
-from transeg.viz import colormap, confusion_cell_size, save_confusion_png
+from transeg.viz import colormap, confusion_cell_size
 
 # (target, pred) pixels for 4 classes: class 2 appears only in the prediction, class 3 nowhere,
 # and two ignore pixels (predicted as class 3) that must not count.
@@ -159,39 +158,9 @@ def test_format_table() -> None:
 
 def test_cell_size() -> None:
     assert confusion_cell_size(2) == 400
+    assert confusion_cell_size(30) == 32  # room for a percentage up to the grid's limit
     assert confusion_cell_size(150) == 5
-    assert confusion_cell_size(200) == 4
     assert confusion_cell_size(1000) == 4
-
-
-def test_png_large_k_exact_size(tmp_path) -> None:
-    k = 50
-    mat = torch.diag(torch.arange(1, k + 1))
-    mat[1] = 0  # a row without GT is grey
-    path = save_confusion_png(mat, tmp_path / "sub" / "cm.png")
-    img = Image.open(path)
-    cell = confusion_cell_size(k)
-    assert img.format == "PNG" and img.size == (k * cell, k * cell)
-    px = np.asarray(img.convert("RGB"))
-    assert tuple(px[cell // 2, cell // 2]) == tuple(colormap(np.array(1.0)))
-    assert tuple(px[cell // 2, cell + cell // 2]) == tuple(colormap(np.array(0.0)))
-    assert tuple(px[cell + cell // 2, cell + cell // 2]) == (200, 200, 200)
-
-
-def test_png_with_labels(tmp_path) -> None:
-    mat = np.array([[3, 1], [0, 4]])
-    path = save_confusion_png(mat, tmp_path / "cm.png", class_names=["road", "a very long class name indeed"])
-    img = Image.open(path).convert("RGB")
-    cell = confusion_cell_size(2)
-    w, h = img.size
-    assert w == h > 2 * cell
-    margin = w - 2 * cell
-    px = np.asarray(img)
-    # Grid sits bottom-right; cell (0, 1) holds 1/4 of row 0, cell (1, 1) the whole of row 1.
-    assert tuple(px[margin + cell // 2, margin + cell + cell // 2]) == tuple(colormap(np.array(0.25)))
-    assert tuple(px[margin + cell + cell // 2, margin + cell + cell // 2]) == tuple(colormap(np.array(1.0)))
-    # Labels drew something dark in both margins.
-    assert (px[margin:, :margin] < 100).any() and (px[:margin, margin:] < 100).any()
 
 
 def test_colormap_endpoints() -> None:

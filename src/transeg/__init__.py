@@ -1,6 +1,7 @@
 """transeg: transformer semantic segmentation (SegFormer, Segmenter, SegDeformer) in PyTorch."""
 
 from transeg.api import create_model, load_model
+from transeg.engine.loss_spec import build_loss
 from transeg.errors import TransegError
 from transeg.inference.backends import optimize_for_inference
 from transeg.models.config import ModelConfig
@@ -18,6 +19,7 @@ __all__ = [
     "SegOutput",
     "Segmentor",
     "TransegError",
+    "build_loss",
     "build_model",
     "create_model",
     "list_models",

@@ -18,7 +18,7 @@ from transeg.engine.evaluate import build_predictor, evaluate
 from transeg.engine.recipe import TrainConfig, parse_config
 from transeg.engine.train import train
 from transeg.metrics import SegMetrics
-from transeg.viz import overlay, save_confusion_png
+from transeg.viz import overlay, overlay_legend, save_confusion_png
 from transeg.weights.load import load_model
 
 
@@ -68,9 +68,12 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, show_pro
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     for i in range(min(num_overlays, len(val))):
         sample = val.load(i)
-        predicted = overlay(sample["image"], predictor.predict(sample["image"]), val.palette)
+        predicted_labels = predictor.predict(sample["image"])
+        predicted = overlay(sample["image"], predicted_labels, val.palette)
         truth = overlay(sample["image"], sample["label"], val.palette)
-        Image.fromarray(np.concatenate([sample["image"], truth, predicted], axis=1)).save(
+        both = np.concatenate([sample["image"], truth, predicted], axis=1)
+        Image.fromarray(overlay_legend(both, np.stack([sample["label"], predicted_labels]), val.palette,
+                                       list(val.classes))).save(
             out_dir / "overlays" / f"{Path(sample['path']).stem}.png")
     report = {"seconds": round(time.monotonic() - started, 1), "iterations": result.iteration,
               "model": str(result.output_dir / "model.safetensors"), **metrics.to_dict()}

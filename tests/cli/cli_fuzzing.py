@@ -260,7 +260,11 @@ def _train(e: Example) -> None:
     e.args = ["train", e.config(), "--set", f"output_dir={e.scratch / 'out' / 'run'}",
               "--set", "schedule.iterations=1"]
     e.options({"--on-bad-sample": st.sampled_from(["error", "skip", "ignore"]),
-               "--set": st.sampled_from(["train.batch_size=0", "optimizer.lr=-1", "model.name=nope", "x"])})
+               "--set": st.sampled_from(["train.batch_size=0", "optimizer.lr=-1", "model.name=nope", "x",
+                                         "loss=[{type: tversky}]", "loss=[{type: dice, smooth: -1}]",
+                                         "loss=[{type: cross_entropy, class_weight: [1]}]", "loss=7",
+                                         "loss=[{type: focal, alpha: 0.5}]", "train.precision=fp16",
+                                         "loss=[{type: lovasz}, {type: cross_entropy, class_weight: auto}]"])})
 
 
 def _robustness(e: Example) -> None:

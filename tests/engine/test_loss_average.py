@@ -14,7 +14,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from transeg.engine.distributed import DistInfo
-from transeg.engine.losses import global_loss_divisor, loss_divisor, segmentation_loss, total_loss
+from transeg.engine.loss_spec import build_loss
+from transeg.engine.losses import global_loss_divisor, loss_divisor, segmentation_loss
 from transeg.engine.recipe import load_config, parse_config
 from transeg.errors import TransegError
 from transeg.models.outputs import SegOutput
@@ -52,7 +53,7 @@ def test_all_pixels_equals_mmsegmentation_mean():
 
 def test_aux_losses_use_the_same_divisor():
     out = SegOutput(LOGITS, {"attn": LOGITS.flip(1)}, {"attn": 0.4})
-    loss, parts = total_loss(out, LABELS, {}, count=loss_divisor(LABELS, "all"))
+    loss, parts = build_loss(average="all").with_parts(out, LABELS)
     flipped = (math.log(1 + math.exp(2)) + CE1) / 4
     assert parts["loss_seg"].item() == pytest.approx((CE0 + CE1) / 4, rel=1e-6)
     assert parts["loss_attn"].item() == pytest.approx(flipped, rel=1e-6)

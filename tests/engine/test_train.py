@@ -198,14 +198,14 @@ def test_dist_info_defaults():
 
 
 def test_auxiliary_losses_use_the_model_weights_unless_overridden():
-    from transeg.engine.losses import total_loss
+    from transeg.engine.loss_spec import build_loss
     from transeg.models.outputs import SegOutput
 
     logits, aux = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
     labels = torch.randint(0, 3, (1, 16, 16))
     out = SegOutput(logits, {"attn": aux}, {"attn": 0.4})
     main, extra = segmentation_loss(logits, labels), segmentation_loss(aux, labels)
-    loss, parts = total_loss(out, labels, {})
+    loss, parts = build_loss().with_parts(out, labels)  # no loss list: the cross-entropy
     assert torch.allclose(loss, main + 0.4 * extra)
     assert set(parts) == {"loss_seg", "loss_attn"}
-    assert torch.allclose(total_loss(out, labels, {"attn": 0.0})[0], main)
+    assert torch.allclose(build_loss(aux_weights={"attn": 0.0})(out, labels), main)

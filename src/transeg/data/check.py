@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from transeg.data.class_weights import inverse_log_weights
 from transeg.data.datasets import SegmentationDataset, check_same_size, invalid_label_values
 from transeg.data.images import read_image, read_label
 from transeg.errors import TransegError
@@ -51,8 +52,10 @@ class CheckReport:
         return not problems and sum(self.class_pixels) > 0
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (raw value keys are ints)."""
-        return {**dataclasses.asdict(self), "num_classes": self.num_classes, "ok": self.ok}
+        """Plain JSON-able dict (raw value keys are ints), with the weights ``class_weight: auto`` would
+        give from these class counts."""
+        return {**dataclasses.asdict(self), "num_classes": self.num_classes, "ok": self.ok,
+                "class_weight_auto": inverse_log_weights(self.class_pixels)}
 
 
 def _reduces_zero(lut: np.ndarray, ignore_index: int) -> bool:
@@ -226,9 +229,11 @@ def format_report(report: CheckReport) -> str:
         lines.append(f"  files with values outside [0, {report.num_classes - 1}] and not ignore: "
                      f"{len(report.out_of_range)}, e.g. {first[0]}: {first[1]}")
     total = sum(report.class_pixels) + report.ignore_pixels
-    lines.append("  class histogram (share of pixels):")
-    for name, pixels in zip(report.classes, report.class_pixels, strict=True):
-        lines.append(f"    {name:<24} {pixels / max(total, 1) * 100:6.2f}%" + ("  (no pixel)" if pixels == 0 else ""))
+    lines.append("  class histogram (share of pixels; class_weight auto = 1 / ln(1.02 + share of labelled)):")
+    weights = inverse_log_weights(report.class_pixels)
+    for name, pixels, weight in zip(report.classes, report.class_pixels, weights, strict=True):
+        lines.append(f"    {name:<24} {pixels / max(total, 1) * 100:6.2f}%  weight {weight:6.2f}"
+                     + ("  (no pixel)" if pixels == 0 else ""))
     lines.append(f"    {'(ignored)':<24} {report.ignore_pixels / max(total, 1) * 100:6.2f}%")
     lines.append("  ok" if report.ok else "  problems found")
     return "\n".join(lines)

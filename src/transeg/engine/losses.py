@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from transeg.data.labels import IGNORE_INDEX
 from transeg.engine.distributed import DistInfo
-from transeg.models.outputs import SegOutput
 
 LossAverage = Literal["labelled", "all"]
 
@@ -63,16 +62,3 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     flat = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # (B*H*W, K), a view
     return F.cross_entropy(flat, labels.reshape(-1), ignore_index=ignore_index, reduction="sum") / count
-
-
-def total_loss(out: SegOutput, labels: torch.Tensor, aux_weights: dict[str, float],
-               count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Main loss plus weighted auxiliary losses; also each part, for the log. ``aux_weights``
-    overrides the model's own weights (``out.aux_weights``)."""
-    loss = segmentation_loss(out.logits, labels, count=count)
-    parts = {"loss_seg": loss.detach()}
-    for name, aux_logits in out.aux.items():
-        aux = segmentation_loss(aux_logits, labels, count=count)
-        parts[f"loss_{name}"] = aux.detach()
-        loss = loss + aux_weights.get(name, out.aux_weights.get(name, 0.0)) * aux
-    return loss, parts

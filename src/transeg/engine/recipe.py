@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from transeg.data.datasets import SegmentationDataset, build_dataset
+from transeg.engine.loss_spec import LossTerm
 from transeg.errors import TransegError
 
 Pair = tuple[int, int]
@@ -85,7 +86,7 @@ class TrainSection(_Section):
     batch_size: PositiveInt = 16  # global batch, split over the processes
     grad_accum: PositiveInt = 1
     grad_clip: PositiveFloat | None = None
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16: autocast with a gradient scaler
     seed: int = 0
     log_interval: PositiveInt = 50
     eval_interval: PositiveInt = 16_000
@@ -127,6 +128,7 @@ class TrainConfig(_Section):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    loss: list[LossTerm] | None = None  # weighted terms (engine/loss_spec.py); none: cross-entropy
     output_dir: str = "runs/experiment"
 
     @model_validator(mode="after")

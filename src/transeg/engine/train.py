@@ -23,6 +23,7 @@ from transeg.data.subset import subset
 from transeg.data.transforms import train_transforms
 from transeg.engine import checkpoint as ckpt
 from transeg.engine.cadence import Cadence
+from transeg.engine.class_weights import resolve_class_weight
 from transeg.engine.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -31,7 +32,7 @@ from transeg.engine.distributed import (
     warn_if_batchnorm_batch_of_one,
 )
 from transeg.engine.evaluate import evaluate
-from transeg.engine.losses import global_loss_divisor, total_loss
+from transeg.engine.loss_spec import SegLoss, parse_loss_spec
 from transeg.engine.optim import build_optimizer, build_scheduler
 from transeg.engine.progress import TrainingProgress
 from transeg.engine.recipe import ModelSection, TrainConfig, build_dataset_from_config
@@ -110,6 +111,12 @@ class Trainer:
         convert_batchnorm(self.model, self.info)
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
+        # fp16: loss scaling against gradient underflow; disabled, its calls pass through
+        self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=cfg.train.precision == "fp16")
+        terms = parse_loss_spec(cfg.loss)
+        self.loss_fn = SegLoss(terms, cfg.train.loss_average, self.info, cfg.train.aux_loss_weights,
+                               resolve_class_weight(terms, self.train_set, self.out_dir, self.info.is_main))
+        self.loss_fn.check_classes(self.model.num_classes)
         self.iteration = 0
         self.best_miou: float | None = None
         self.nonfinite_in_row = 0
@@ -130,6 +137,7 @@ class Trainer:
             nonfinite_in_row=self.nonfinite_in_row,
             nonfinite_total=self.nonfinite_total,
             train_config=self.cfg.model_dump(mode="json"),
+            grad_scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
         )
 
     def restore(self, state: TrainState, source: str = "checkpoint") -> None:
@@ -146,6 +154,8 @@ class Trainer:
         self.best_miou = state.best_miou
         self.nonfinite_in_row = state.nonfinite_in_row
         self.nonfinite_total = state.nonfinite_total
+        if self.scaler.is_enabled() and state.grad_scaler:
+            self.scaler.load_state_dict(state.grad_scaler)
 
     def state(self) -> dict[str, Any]:
         """The checkpoint dict of the run as it stands."""
@@ -201,7 +211,9 @@ class Trainer:
         )
 
     def _step(self, network: nn.Module, batches) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns loss, parts, and whether it was applied."""
+        """One optimizer step over ``grad_accum`` micro-batches; returns loss, parts, and whether the step
+        was sound: applied, or (fp16) skipped by the gradient scaler after an overflow of the scaled
+        gradients with a finite loss, which lowers the scale and is not a bad step."""
         cfg = self.cfg.train
         self.optimizer.zero_grad(set_to_none=True)
         total, parts_sum = torch.zeros((), device=self.info.device), {}
@@ -213,21 +225,29 @@ class Trainer:
             last = m == cfg.grad_accum - 1
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
-            with sync, torch.autocast(self.info.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
+            with sync, torch.autocast(self.info.device.type, dtype, enabled=cfg.precision != "fp32"):
                 out = network(image, label)
-            divisor = global_loss_divisor(label, cfg.loss_average, self.info)  # global-batch average under DDP
-            loss, parts = total_loss(out, label, cfg.aux_loss_weights, divisor)
+            loss, parts = self.loss_fn.with_parts(out, label)  # global-batch average under DDP
             with sync:
-                (loss / cfg.grad_accum).backward()
+                self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.detach() / cfg.grad_accum
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0) + v / cfg.grad_accum
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(all_reduce_mean(total, self.info)))
-        if finite:
-            self.optimizer.step()
+        loss_finite = bool(torch.isfinite(all_reduce_mean(total, self.info)))
+        if self.scaler.is_enabled():
+            if loss_finite:
+                self.scaler.step(self.optimizer)  # skipped when the unscaled gradients are not finite
+            self.scaler.update()
+            finite = loss_finite
+        else:
+            finite = bool(torch.isfinite(grad_norm)) and loss_finite
+            if finite:
+                self.optimizer.step()
         with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"), UserWarning)
             self.scheduler.step()

@@ -37,6 +37,7 @@ class TrainState:
     nonfinite_in_row: int
     nonfinite_total: int
     train_config: dict[str, Any]
+    grad_scaler: dict[str, Any] | None = None  # torch.amp.GradScaler state of fp16 runs
 
     def to_checkpoint(self) -> dict[str, Any]:
         """The dict ``save_checkpoint`` writes: one top-level key per field."""
@@ -45,9 +46,11 @@ class TrainState:
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], source: str = "checkpoint") -> TrainState:
         """The state a checkpoint dict (as ``load_checkpoint`` returns it) holds; a missing entry is a
-        TransegError naming it and ``source``."""
-        keys = {field.name: _checkpoint_key(field.name) for field in dataclasses.fields(cls)}
-        missing = sorted(key for key in keys.values() if key not in checkpoint)
+        TransegError naming it and ``source`` (fields with a default, added later, may be absent)."""
+        fields = dataclasses.fields(cls)
+        keys = {field.name: _checkpoint_key(field.name) for field in fields}
+        required = {_checkpoint_key(f.name) for f in fields if f.default is dataclasses.MISSING}
+        missing = sorted(key for key in required if key not in checkpoint)
         if missing:
             raise TransegError(f"{source}: not a complete transeg training checkpoint (missing {', '.join(missing)})")
-        return cls(**{name: checkpoint[key] for name, key in keys.items()})
+        return cls(**{name: checkpoint[key] for name, key in keys.items() if key in checkpoint})
