@@ -272,6 +272,11 @@ class Predictor:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB -> (H, W) class labels, uint8 for up to 256 classes else int64."""
+        return self.predict_with_probs(image)[0]
+
+    def predict_with_probs(self, image: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """(H, W, 3) uint8 RGB -> the (H, W) labels of ``predict`` and the (K, H, W) float class
+        probabilities they are the argmax of (softmax; sigmoid for K == 1)."""
         logits = self.predict_logits(image)
         labels = logits_to_labels(logits)[0].cpu().numpy()
-        return labels.astype(np.uint8) if logits.shape[1] <= 256 else labels
+        return (labels.astype(np.uint8) if logits.shape[1] <= 256 else labels), _probs(logits)[0]

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -41,7 +42,7 @@ def expand_images(specs: Iterable[str]) -> list[Path]:
     return paths
 
 
-def _output_stems(paths: list[Path]) -> list[str]:
+def output_stems(paths: list[Path]) -> list[str]:
     """File stems, made unique with a numeric suffix where two inputs share one."""
     seen: dict[str, int] = {}
     stems = []
@@ -57,6 +58,23 @@ def output_paths(out_dir: Path, stem: str) -> tuple[Path, Path]:
     return out_dir / f"{stem}.png", out_dir / f"{stem}_overlay.jpg"
 
 
+def label_outputs(images: Iterable[str], out_dir: Path) -> list[Path]:
+    """The label map ``predict_files`` writes for each of ``images`` (files, folders or globs), in order."""
+    return [output_paths(out_dir, stem)[0] for stem in output_stems(expand_images(images))]
+
+
+def write_probs(probs: torch.Tensor, out_dir: Path, stem: str, kind: str) -> None:
+    """Write ``<stem>_confidence.png``, the (H, W) max class probability of (K, H, W) ``probs`` as
+    round(255 p) (for K == 1: max(p, 1 - p)), and with ``kind`` 'npy' ``<stem>_probs.npy``, ``probs``
+    as float16; both atomically."""
+    top = probs.max(dim=0).values if probs.shape[0] > 1 else torch.maximum(probs[0], 1 - probs[0])
+    confidence = (top.float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    write_atomic(out_dir / f"{stem}_confidence.png", lambda tmp: Image.fromarray(confidence).save(tmp, format="PNG"))
+    if kind == "npy":
+        array = probs.cpu().numpy().astype(np.float16)
+        write_atomic(out_dir / f"{stem}_probs.npy", lambda tmp: np.save(tmp, array))
+
+
 def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
     """A TransegError if an output would replace one of the input images."""
     originals = {path.resolve(): path for path in inputs}
@@ -67,12 +85,13 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
-                  skip_existing: bool = False, **predictor_options) -> list[Path]:
+                  skip_existing: bool = False, probs: str | None = None, **predictor_options) -> list[Path]:
     """Write ``<stem>.png`` (palette label map, input size) and ``<stem>_overlay.jpg`` per image, each
     atomically (an interrupted run leaves no half-written file); returns the label maps written.
-    ``skip_existing`` skips the images whose two outputs are both there, which resumes a long run."""
+    ``skip_existing`` skips the images whose two outputs are both there, which resumes a long run.
+    ``probs`` ('png' or 'npy') adds the confidence map (and the probabilities) of ``write_probs``."""
     paths = expand_images(images)
-    stems = _output_stems(paths)
+    stems = output_stems(paths)
     _refuse_overwriting_inputs(paths, [p for stem in stems for p in output_paths(out_dir, stem)])
     predictor = Predictor(model, **predictor_options)
     palette = np.asarray(model.config.palette, np.uint8) if model.config.palette else default_palette(
@@ -88,7 +107,9 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
                 progress.advance(task)
                 continue
             image = read_image(path)
-            labels = predictor.predict(image)
+            labels, probabilities = predictor.predict_with_probs(image)
+            if probs:
+                write_probs(probabilities, out_dir, stem, probs)
             write_atomic(label_path, lambda tmp, labels=labels: save_label_png(labels, tmp, palette))
             blended = Image.fromarray(np.ascontiguousarray(overlay(image, labels, palette, alpha=alpha)))
             write_atomic(overlay_path, lambda tmp, blended=blended: blended.save(tmp, quality=92))
