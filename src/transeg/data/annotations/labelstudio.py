@@ -68,7 +68,8 @@ def read_labelstudio(source: Path, image_dirs: list[Path], problems: Problems) -
     for task in tasks:
         url = next((v for v in task["data"].values() if isinstance(v, str)), "")
         name = image_name(url)
-        entry = ImageEntry(name=name, source=source, image=_locate(name, image_dirs))
+        found = _locate(name, image_dirs)
+        entry = ImageEntry(name=found.name if found else name, source=source, image=found)
         for result in _results(task):
             kind = result.get("type")
             if kind not in ("brushlabels", "polygonlabels"):

@@ -129,6 +129,10 @@ def write_layout(aset: AnnotationSet, out: Path, *, background: str | None = "ba
     """Write ``aset`` to ``out`` as a folder dataset; returns what was written."""
     problems = problems or Problems()
     names, palette, lut = class_table(aset, background)
+    png_palette = default_palette(256)  # all 256 entries: a shorter palette lets Pillow save fewer bits
+    png_palette[: len(palette)] = palette  # per pixel, which would fold the ignore value 255 into a class
+    void_lut = lut.copy()
+    void_lut[IGNORE_INDEX] = IGNORE_INDEX
     seen: dict[str, ImageEntry] = {}
     ready = []
     with Progress(transient=True, disable=len(aset.images) < 20) as progress:
@@ -136,8 +140,8 @@ def write_layout(aset: AnnotationSet, out: Path, *, background: str | None = "ba
         for entry in aset.images:
             size = _usable(entry, problems, seen)
             labels = None if size is None else _label_map(entry, size, overlap, problems)
-            if labels is not None:
-                ready.append((entry, lut[labels]))
+            if labels is not None:  # in a mask export 255 is void (ignored), never "unannotated"
+                ready.append((entry, (void_lut if entry.labels is not None else lut)[labels]))
             progress.advance(task)
     if not ready:
         raise TransegError(f"no image could be imported ({problems.first or 'the export lists none'})")
@@ -150,7 +154,7 @@ def write_layout(aset: AnnotationSet, out: Path, *, background: str | None = "ba
             atomic_write(image_path, lambda tmp, src=entry.image: shutil.copyfile(src, tmp))
         else:
             atomic_write(image_path, lambda tmp, data=entry.image_bytes: tmp.write_bytes(data))
-        atomic_write(out / "labels" / split / f"{stem}.png", lambda tmp, lab=labels: save_label_png(lab, tmp, palette))
+        atomic_write(out / "labels" / split / f"{stem}.png", lambda tmp, lab=labels: save_label_png(lab, tmp, png_palette))
     text = yaml.safe_dump({"classes": names, "palette": palette.tolist()}, sort_keys=False)
     atomic_write(out / "classes.yaml", lambda tmp: tmp.write_text(text))
     counts = {s: splits.count(s) for s in ("train", "val") if s in splits}
