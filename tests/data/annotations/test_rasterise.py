@@ -9,7 +9,6 @@ import pytest
 
 from transeg.data.annotations.rasterise import coco_polygon, paint, pil_shape
 
-
 # pycocotools 2.0 calls np.array(copy=False) under NumPy 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -154,7 +154,8 @@ def write_layout(aset: AnnotationSet, out: Path, *, background: str | None = "ba
             atomic_write(image_path, lambda tmp, src=entry.image: shutil.copyfile(src, tmp))
         else:
             atomic_write(image_path, lambda tmp, data=entry.image_bytes: tmp.write_bytes(data))
-        atomic_write(out / "labels" / split / f"{stem}.png", lambda tmp, lab=labels: save_label_png(lab, tmp, png_palette))
+        label_path = out / "labels" / split / f"{stem}.png"
+        atomic_write(label_path, lambda tmp, lab=labels: save_label_png(lab, tmp, png_palette))
     text = yaml.safe_dump({"classes": names, "palette": palette.tolist()}, sort_keys=False)
     atomic_write(out / "classes.yaml", lambda tmp: tmp.write_text(text))
     counts = {s: splits.count(s) for s in ("train", "val") if s in splits}
