@@ -265,3 +265,22 @@ def test_voc_palette_pngs(tmp_path):
     labels, classes = imported(tmp_path / "ds")
     assert len(classes) == 21 and classes[0] == "background"
     assert np.array_equal(labels["2007_000032"], truth)
+
+
+def test_an_imported_export_passes_data_check_and_trains(tmp_path):
+    coco_export(tmp_path)
+    image(tmp_path / "imgs" / "c.png", 24, 24, seed=3)
+    assert run("data", "import", "coco", tmp_path / "ann.json", "--out", tmp_path / "ds", "--images",
+               tmp_path / "imgs", "--val-fraction", 0.5).exit_code == 0
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data: {{dataset: folder, root: {tmp_path / 'ds'}, crop_size: [32, 32], scale: [32, 32], test_scale: null, "
+        "num_workers: 0, val_split: val}\n"
+        "model: {name: segformer-b0}\n"
+        "schedule: {iterations: 1, warmup_iters: 0}\n"
+        "train: {batch_size: 1, eval_interval: 1, checkpoint_interval: 1, log_interval: 1}\n"
+        f"output_dir: {tmp_path / 'run'}\n")
+    check = run("data", "check", config)
+    assert check.exit_code == 0, check.output
+    trained = run("train", config)
+    assert trained.exit_code == 0, trained.output
