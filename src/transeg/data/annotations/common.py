@@ -12,6 +12,7 @@ import numpy as np
 from transeg.errors import TransegError
 
 BAD_ANNOTATION_ACTIONS = ("fail", "skip")
+MAX_COORDINATE = 100_000  # pixels: farther points are corrupt (and would cost a huge outline walk)
 
 
 @dataclass
@@ -78,6 +79,9 @@ def points_pairs(source: Path, ident: str, points: object, problems: Problems) -
         return None
     if flat.size % 2 or not np.isfinite(flat).all():
         problems.report(source, ident, f"the points hold {flat.size} values, not finite (x, y) pairs")
+        return None
+    if flat.size and np.abs(flat).max() > MAX_COORDINATE:
+        problems.report(source, ident, f"a point lies {np.abs(flat).max():.3g} pixels out (at most {MAX_COORDINATE})")
         return None
     return [(float(x), float(y)) for x, y in flat.reshape(-1, 2)]
 

@@ -72,7 +72,10 @@ def read_cvat_xml(source: Path, image_dirs: list[Path], problems: Problems) -> A
                     lambda h, w, pairs=pairs: coco_polygon(np.ravel(pairs), h, w))
             else:
                 mask = _mask_shape(source, ident, node, size, problems)
-            if mask is not None:
-                entry.shapes.append(Shape(index[node.get("label")], mask, ident, int(node.get("z_order", "0"))))
+            z_order = node.get("z_order", "0")
+            if not z_order.lstrip("-").isdigit():
+                problems.report(source, ident, f"z_order {z_order!r} is not an integer")
+            elif mask is not None:
+                entry.shapes.append(Shape(index[node.get("label")], mask, ident, int(z_order)))
         entries.append(entry)
     return AnnotationSet(names, entries, [_colour(label.findtext("color")) for label in labels])

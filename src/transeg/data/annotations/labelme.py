@@ -10,6 +10,7 @@ from pathlib import Path
 from transeg.data.annotations.coco import read_json
 from transeg.data.annotations.common import AnnotationSet, ImageEntry, Problems, Shape, find_image, points_pairs
 from transeg.data.annotations.rasterise import pil_shape
+from transeg.data.annotations.schema import LabelMeFile, LabelMeShape, parse, parse_file
 from transeg.errors import TransegError
 
 _POINTS_NEEDED = {"polygon": 3, "rectangle": 2, "circle": 2}
@@ -32,32 +33,32 @@ def read_labelme(source: Path, image_dirs: list[Path], problems: Problems) -> An
     categories: dict[str, int] = {}
     entries = []
     for path in json_files(source):
-        data = read_json(path)
-        if not isinstance(data, dict) or not isinstance(data.get("shapes"), list) or "imagePath" not in data:
-            raise TransegError(f"{path}: not a LabelMe file (no 'shapes' list and 'imagePath')")
-        name = str(data["imagePath"])
+        data = parse_file(LabelMeFile, read_json(path), path)
+        name = data.imagePath
         entry = ImageEntry(name=name, source=path, image=find_image(name, [path.parent, *image_dirs]),
                            image_suffix=Path(name).suffix or ".png")
-        if "imageHeight" in data and "imageWidth" in data:
-            entry.size = (int(data["imageHeight"]), int(data["imageWidth"]))
-        if data.get("imageData"):
+        if data.imageHeight and data.imageWidth:
+            entry.size = (data.imageHeight, data.imageWidth)
+        if data.imageData:
             try:
-                entry.image_bytes = base64.b64decode(data["imageData"], validate=True)
-            except (binascii.Error, TypeError):
+                entry.image_bytes = base64.b64decode(data.imageData, validate=True)
+            except binascii.Error:
                 problems.report(path, "imageData", "the embedded image is not valid base64")
-        for number, shape in enumerate(data["shapes"]):
-            kind = shape.get("shape_type") or "polygon"
-            ident = f"shape {number} ({shape.get('label')!r})"
-            if kind not in _POINTS_NEEDED:
+        for number, raw in enumerate(data.shapes):
+            label = raw.get("label") if isinstance(raw, dict) else None
+            ident = f"shape {number} ({label!r})"
+            shape = parse(LabelMeShape, raw, path, ident, problems)
+            kind = shape.shape_type or "polygon" if shape else None
+            if shape is None or kind not in _POINTS_NEEDED:
                 continue
-            pairs = points_pairs(path, ident, shape.get("points"), problems)
+            pairs = points_pairs(path, ident, shape.points, problems)
             if pairs is None:
                 continue
             if len(pairs) < _POINTS_NEEDED[kind] or (kind != "polygon" and len(pairs) != 2):
                 problems.report(path, ident, f"a {kind} of {len(pairs)} point(s)")
                 continue
-            label = categories.setdefault(str(shape.get("label")), len(categories))
-            entry.shapes.append(Shape(label, lambda h, w, kind=kind, pairs=pairs: pil_shape(kind, pairs, h, w),
+            value = categories.setdefault(shape.label, len(categories))
+            entry.shapes.append(Shape(value, lambda h, w, kind=kind, pairs=pairs: pil_shape(kind, pairs, h, w),
                                       ident))
         entries.append(entry)
     return AnnotationSet(list(categories), entries)

@@ -12,6 +12,7 @@ from transeg.data.annotations.brush import decode_mask
 from transeg.data.annotations.coco import read_json
 from transeg.data.annotations.common import AnnotationSet, ImageEntry, Problems, Shape, find_image, polygon_points
 from transeg.data.annotations.rasterise import pil_shape
+from transeg.data.annotations.schema import StudioBrush, StudioPolygon, StudioResult, StudioTask, parse, parse_file
 from transeg.errors import TransegError
 
 
@@ -30,30 +31,32 @@ def _locate(name: str, image_dirs: list[Path]) -> Path | None:
     return found
 
 
-def _results(task: dict[str, Any]) -> list[dict[str, Any]]:
-    for key in ("annotations", "completions", "predictions"):
-        for item in task.get(key) or []:
-            if isinstance(item, dict) and not item.get("was_cancelled"):
-                return list(item.get("result") or [])
+def _results(task: StudioTask) -> list[Any]:
+    for item in (*task.annotations, *task.completions, *task.predictions):
+        if not item.get("was_cancelled") and isinstance(item.get("result"), list):
+            return item["result"]
     return []
 
 
-def _result_mask(source: Path, result: dict[str, Any], size: tuple[int, int], problems: Problems):
-    ident = f"result {result.get('id')!r}"
-    value = result.get("value") or {}
-    if result.get("type") == "brushlabels":
+def _result_mask(source: Path, ident: str, result: StudioResult, problems: Problems):
+    """The ``mask(H, W)`` and label of one result, or None when it is reported bad."""
+    size = (result.original_height, result.original_width)
+    if result.type == "brushlabels":
+        value = parse(StudioBrush, result.value, source, ident, problems)
+        if value is None:
+            return None
         try:
-            mask = decode_mask(value.get("rle") or [], *size)
-        except (ValueError, TypeError) as exc:
+            mask = decode_mask(value.rle, *size)
+        except ValueError as exc:
             problems.report(source, ident, f"a bad brush RLE ({exc})")
             return None
-        return lambda h, w: mask
-    pairs = polygon_points(source, ident, value.get("points"), problems)
+        return (lambda h, w: mask), value.brushlabels[0]
+    polygon = parse(StudioPolygon, result.value, source, ident, problems)
+    pairs = None if polygon is None else polygon_points(source, ident, polygon.points, problems)
     if pairs is None:
         return None
-    h, w = size
-    pixels = [(x * w / 100.0, y * h / 100.0) for x, y in pairs]
-    return lambda hh, ww: pil_shape("polygon", pixels, hh, ww)
+    pixels = [(x * size[1] / 100.0, y * size[0] / 100.0) for x, y in pairs]
+    return (lambda h, w: pil_shape("polygon", pixels, h, w)), polygon.polygonlabels[0]
 
 
 def read_labelstudio(source: Path, image_dirs: list[Path], problems: Problems) -> AnnotationSet:
@@ -61,29 +64,30 @@ def read_labelstudio(source: Path, image_dirs: list[Path], problems: Problems) -
     tasks = read_json(source)
     if isinstance(tasks, dict):
         tasks = [tasks]
-    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
-        raise TransegError(f"{source}: not a Label Studio export (a list of tasks with 'data')")
+    if not isinstance(tasks, list):
+        raise TransegError(f"{source}: not a Label Studio export (a list of tasks)")
     categories: dict[str, int] = {}
     entries = []
-    for task in tasks:
-        url = next((v for v in task["data"].values() if isinstance(v, str)), "")
+    for number, raw in enumerate(tasks):
+        task = parse_file(StudioTask, raw, Path(f"{source} (task {number})"))
+        url = next((v for v in task.data.values() if isinstance(v, str)), "")
         name = image_name(url)
         found = _locate(name, image_dirs)
         entry = ImageEntry(name=found.name if found else name, source=source, image=found)
-        for result in _results(task):
-            kind = result.get("type")
-            if kind not in ("brushlabels", "polygonlabels"):
+        for raw_result in _results(task):
+            result_id = raw_result.get("id") if isinstance(raw_result, dict) else None
+            ident = f"result {result_id!r}"
+            result = parse(StudioResult, raw_result, source, ident, problems)
+            if result is None or result.type not in ("brushlabels", "polygonlabels"):
                 continue
-            size = (int(result.get("original_height", 0)), int(result.get("original_width", 0)))
+            size = (result.original_height, result.original_width)
             if entry.size is not None and size != entry.size:
-                problems.report(source, f"result {result.get('id')!r}",
-                                f"size {size[1]}x{size[0]} disagrees with the task's other results")
+                problems.report(source, ident, f"size {size[1]}x{size[0]} disagrees with the task's other results")
                 continue
             entry.size = size
-            names = (result.get("value") or {}).get(kind) or []
-            mask = _result_mask(source, result, size, problems)
-            if mask is not None and names:
-                entry.shapes.append(Shape(categories.setdefault(str(names[0]), len(categories)), mask,
-                                          f"result {result.get('id')!r}"))
+            made = _result_mask(source, ident, result, problems)
+            if made is not None:
+                mask, label = made
+                entry.shapes.append(Shape(categories.setdefault(label, len(categories)), mask, ident))
         entries.append(entry)
     return AnnotationSet(list(categories), entries)
