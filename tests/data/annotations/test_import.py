@@ -90,6 +90,8 @@ def test_coco_import_matches_pycocotools(tmp_path):
         assert np.array_equal(labels[img["file_name"][:-4]], expected)
     written = yaml.safe_load((tmp_path / "ds" / "classes.yaml").read_text())
     assert written["classes"] == classes and len(written["palette"]) == 3
+    again = run("data", "import", "coco", tmp_path / "ann.json", "--out", tmp_path / "ds")
+    assert again.exit_code == 2 and "already holds a dataset" in again.output
 
 
 def test_no_background_and_val_split(tmp_path):

@@ -42,6 +42,10 @@ def import_annotations(fmt: str, source: Path, out: Path, *, images: Path | None
                        seed: int = 0, on_bad_annotation: str = "fail") -> ImportSummary:
     """Convert the export ``source`` (format ``fmt``) into a folder dataset in ``out``."""
     problems = Problems(on_bad_annotation)
+    for sub in ("images", "labels"):
+        if (out / sub).is_dir() and any((out / sub).iterdir()):
+            raise TransegError(f"{out / sub}: already holds a dataset; import into an empty --out folder "
+                               "(files left from another import would pair up with these)")
     if images is not None and not images.is_dir():
         raise TransegError(f"{images}: no such folder (--images)")
     with tempfile.TemporaryDirectory() as scratch:
