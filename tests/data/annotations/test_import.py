@@ -280,7 +280,7 @@ def test_an_imported_export_passes_data_check_and_trains(tmp_path):
         "num_workers: 0, val_split: val}\n"
         "model: {name: segformer-b0}\n"
         "schedule: {iterations: 1, warmup_iters: 0}\n"
-        "train: {batch_size: 1, eval_interval: 1, checkpoint_interval: 1, log_interval: 1}\n"
+        "train: {batch_size: 2, eval_interval: 1, checkpoint_interval: 1, log_interval: 1}\n"
         f"output_dir: {tmp_path / 'run'}\n")
     check = run("data", "check", config)
     assert check.exit_code == 0, check.output
