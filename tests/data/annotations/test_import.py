@@ -286,3 +286,14 @@ def test_an_imported_export_passes_data_check_and_trains(tmp_path):
     assert check.exit_code == 0, check.output
     trained = run("train", config)
     assert trained.exit_code == 0, trained.output
+
+
+def test_labelme_windows_image_path(tmp_path):
+    image(tmp_path / "images" / "w.jpg")
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "w.json").write_text(json.dumps(
+        {"shapes": [{"label": "a", "points": [[0, 0], [9, 0], [0, 9]], "shape_type": "polygon"}],
+         "imagePath": "..\\images\\w.jpg", "imageData": None, "imageHeight": 20, "imageWidth": 30}))
+    result = run("data", "import", "labelme", tmp_path / "lm", "--out", tmp_path / "ds", "--val-fraction", 0)
+    assert result.exit_code == 0, result.output
+    assert list(imported(tmp_path / "ds")[0]) == ["w"]

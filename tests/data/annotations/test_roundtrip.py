@@ -18,6 +18,7 @@ from transeg.data.annotations.importer import import_annotations
 from transeg.data.datasets import folder
 from transeg.data.images import read_image, read_label, save_label_png
 from transeg.inference.modes import Predictor
+from transeg.inference.predict import write_probs
 
 CLASSES = ["sky", "road", "car", "person", "pole"]
 IMPORT_FORMAT = {"coco": "coco", "labelstudio": "labelstudio", "cvat": "cvat"}
@@ -30,7 +31,7 @@ def run(*args):
 def by_name(out):
     """{image stem: (H, W) array of class names} of an imported folder dataset (train split)."""
     dataset = folder(out, "train")
-    names = np.array([*dataset.classes, "<ignored>"] + [""] * (255 - len(dataset.classes)))
+    names = np.array([*dataset.classes] + [""] * (255 - len(dataset.classes)) + ["<ignored>"])
     return {img.stem: names[dataset.load_label(i)] for i, (img, _) in enumerate(dataset.samples)}
 
 
@@ -117,3 +118,24 @@ def test_labelstudio_export_is_a_task_list_with_brush_predictions(predictions, t
     assert tasks[0]["predictions"][0]["model_version"] == "m"
     assert result["type"] == "brushlabels" and result["value"]["format"] == "rle"
     assert (result["original_width"], result["original_height"]) == (30, 20)
+
+
+def test_one_class_confidence_is_the_larger_of_p_and_its_complement(tmp_path):
+    logits = torch.tensor([[[[-2.0, 0.0, 3.0]]]])  # (1, 1, 1, 3): a one-class model's logit
+    write_probs(torch.sigmoid(logits)[0], tmp_path, "x", "npy")
+    p = torch.sigmoid(logits)[0, 0, 0].numpy()
+    expected = np.round(np.maximum(p, 1 - p) * 255)
+    assert np.asarray(Image.open(tmp_path / "x_confidence.png"))[0].tolist() == expected.tolist()
+    assert np.load(tmp_path / "x_probs.npy").shape == (1, 1, 3)
+
+
+def test_cvat_export_marks_values_beyond_the_classes_void(predictions, tmp_path):
+    root, pairs = predictions
+    labels = read_label(pairs[0][1])
+    labels[0, :5] = 255
+    save_label_png(labels, tmp_path / "img0.png")
+    export = write_export("cvat", [(pairs[0][0], tmp_path / "img0.png")], tmp_path, CLASSES, None)
+    import_annotations("cvat", export, tmp_path / "ds", images=root, background=None, val_fraction=0)
+    names = by_name(tmp_path / "ds")["img0"]
+    assert (names[0, :5] == "<ignored>").all()
+    assert np.array_equal(names[1:], np.array(CLASSES)[labels[1:]])

@@ -19,15 +19,15 @@ class _Bits:
     """A reader over the bits of a byte string, most significant bit first."""
 
     def __init__(self, data: bytes) -> None:
-        self.bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+        self.bits = (np.unpackbits(np.frombuffer(data, dtype=np.uint8)) + 48).tobytes().decode()
         self.position = 0
 
     def read(self, size: int) -> int:
-        if self.position + size > self.bits.size:
-            raise ValueError(f"the brush RLE ends after {self.bits.size} bits, inside a field")
+        if self.position + size > len(self.bits):
+            raise ValueError(f"the brush RLE ends after {len(self.bits)} bits, inside a field")
         chunk = self.bits[self.position:self.position + size]
         self.position += size
-        return int(chunk.dot(1 << np.arange(size - 1, -1, -1, dtype=np.int64))) if size else 0
+        return int(chunk, 2) if size else 0
 
 
 def decode_values(data: bytes | list[int]) -> np.ndarray:

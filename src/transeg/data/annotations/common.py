@@ -96,10 +96,16 @@ def polygon_points(source: Path, ident: str, points: object, problems: Problems)
 
 
 def find_image(name: str, folders: list[Path]) -> Path | None:
-    """``name`` (a path as the export writes it) in the first folder that has it, trying its base name
-    too; None when none does."""
+    """``name`` (a path as the export writes it, either slash) in the first folder that has it, trying
+    its base name too; None when none does."""
+    name = name.replace("\\", "/")  # LabelMe on Windows writes ..\images\a.jpg
     for folder in folders:
         for candidate in (folder / name, folder / Path(name).name):
             if candidate.is_file():
                 return candidate
     return None
+
+
+def image_stem(name: str) -> str:
+    """The file stem of an image name as an export writes it (either slash)."""
+    return Path(name.replace("\\", "/")).stem

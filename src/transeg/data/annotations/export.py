@@ -15,6 +15,7 @@ from PIL import Image
 
 from transeg.data.annotations import brush, rle
 from transeg.data.annotations.layout import atomic_write
+from transeg.data.annotations.masks import VOC_VOID
 from transeg.data.images import read_label
 from transeg.data.labels import default_palette
 
@@ -79,7 +80,8 @@ def cvat_export(pairs: Pairs, classes: Sequence[str], palette: np.ndarray | None
         for image, label_path in pairs:
             labels = read_label(label_path)
             png = io.BytesIO()
-            Image.fromarray(colours[np.minimum(labels, len(classes) - 1)]).save(png, format="PNG")
+            rgb = np.vstack([colours, [VOC_VOID]])[np.minimum(labels, len(classes))]  # beyond the classes: void
+            Image.fromarray(rgb.astype(np.uint8)).save(png, format="PNG")
             archive.writestr(f"SegmentationClass/{image.stem}.png", png.getvalue())
         archive.writestr("ImageSets/Segmentation/default.txt", "".join(f"{img.stem}\n" for img, _ in pairs))
     return buffer.getvalue()

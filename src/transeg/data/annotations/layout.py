@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 from rich.progress import Progress
 
-from transeg.data.annotations.common import AnnotationSet, ImageEntry, Problems
+from transeg.data.annotations.common import AnnotationSet, ImageEntry, Problems, image_stem
 from transeg.data.annotations.rasterise import paint
 from transeg.data.images import save_label_png
 from transeg.data.labels import IGNORE_INDEX, default_palette
@@ -100,7 +100,7 @@ def _usable(entry: ImageEntry, problems: Problems, seen: dict[str, ImageEntry]) 
     if entry.image is None and entry.image_bytes is None:
         problems.report(entry.source, ident, "the image file is not found (pass its folder with --images)")
         return None
-    stem = Path(entry.name).stem
+    stem = image_stem(entry.name)
     other = seen.get(stem)
     if other is not None:
         problems.report(entry.source, ident, f"the same image {stem!r} is named {other.name!r} in {other.source}")
@@ -147,7 +147,7 @@ def write_layout(aset: AnnotationSet, out: Path, *, background: str | None = "ba
         raise TransegError(f"no image could be imported ({problems.first or 'the export lists none'})")
     splits = split_names(len(ready), val_fraction, seed)
     for (entry, labels), split in zip(ready, splits, strict=True):
-        stem = Path(entry.name).stem
+        stem = image_stem(entry.name)
         suffix = Path(entry.image).suffix if entry.image is not None else entry.image_suffix
         image_path = out / "images" / split / f"{stem}{suffix.lower()}"
         if entry.image is not None:
