@@ -146,7 +146,8 @@ def test_labelme_shapes_embedded_and_referenced_images(tmp_path):
     Image.fromarray(np.full((10, 12, 3), 7, np.uint8)).save(png, format="PNG")
     shapes = [{"label": "box", "points": [[2, 1], [6, 5]], "shape_type": "rectangle", "group_id": None, "flags": {}},
               {"label": "dot", "points": [[4, 3], [4, 4]], "shape_type": "circle", "group_id": None, "flags": {}},
-              {"label": "line", "points": [[0, 0], [5, 5]], "shape_type": "line", "group_id": None, "flags": {}}]
+              {"label": "line", "points": [[20, 15], [28, 15]], "shape_type": "line", "group_id": None, "flags": {}},
+              {"label": "dot", "points": [[4, 3]], "shape_type": "unknown-kind"}]
     (tmp_path / "lm" / "ref.json").write_text(json.dumps(
         {"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": "ref.jpg", "imageData": None,
          "imageHeight": 20, "imageWidth": 30}))
@@ -158,10 +159,11 @@ def test_labelme_shapes_embedded_and_referenced_images(tmp_path):
                  "--overlap", "smaller-on-top")
     assert result.exit_code == 0, result.output
     labels, classes = imported(tmp_path / "ds")
-    assert classes == ["background", "tri", "box", "dot"]  # files sorted: emb.json first
+    assert classes == ["background", "tri", "box", "dot", "line"]  # files sorted: emb.json first
     ref = labels["ref"]
     assert (ref[1:6, 2:7] != 0).all() and (ref[1:6, 2:7] == 2).sum() == 25 - (ref == 3).sum()
-    assert ref[3, 4] == 3 and (ref == 3).sum() >= 5 and (ref > 0).sum() == 25  # the disc inside the box
+    assert ref[3, 4] == 3 and (ref == 3).sum() >= 5 and (ref[:, :10] > 0).sum() == 25  # the disc inside the box
+    assert (ref[:, 10:] == 4).sum() > 0 and ref[15, 24] == 4 and ref[15, 29] == 0  # a 10-pixel stroke
     assert labels["emb"][0, 0] == 1 and labels["emb"][9, 11] == 0
     assert (tmp_path / "ds" / "images" / "train" / "emb.png").read_bytes() == png.getvalue()
 

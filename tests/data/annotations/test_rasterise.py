@@ -50,3 +50,12 @@ def test_overlap_rules():
     assert paint([(small, 1), (big, 2)], 4, 4, "smaller-on-top")[1, 1] == 1
     assert paint([(big, 2), (small, 1)], 4, 4, "smaller-on-top")[1, 1] == 1
     assert paint([(small, 1), (big, 2)], 4, 4, "last")[0, 3] == 255
+
+
+def test_pil_lines_and_points_have_labelme_widths():
+    point = pil_shape("point", [(20, 20)], 41, 41)
+    assert point[20, 15] and point[20, 25] and not point[20, 14] and not point[20, 26]
+    line = pil_shape("line", [(5, 20), (35, 20)], 41, 41)
+    assert line[:, 20].sum() == 10 and line[20, 5:36].all()
+    assert np.array_equal(pil_shape("oriented_rectangle", [(2, 2), (9, 2), (9, 6), (2, 6)], 12, 12),
+                          pil_shape("rectangle", [(2, 2), (9, 6)], 12, 12))

@@ -1,4 +1,4 @@
-"""LabelMe JSON files (one per image): polygons, rectangles and circles, the image embedded
+"""LabelMe JSON files (one per image): polygons, rectangles, circles, lines and points, the image embedded
 (``imageData``, base64) or referenced (``imagePath``, relative to the JSON file)."""
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from transeg.data.annotations.rasterise import pil_shape
 from transeg.data.annotations.schema import LabelMeFile, LabelMeShape, parse, parse_file
 from transeg.errors import TransegError
 
-_POINTS_NEEDED = {"polygon": 3, "rectangle": 2, "circle": 2}
+# the number of points of each shape type (at least that many for polygons and line strips)
+_POINTS_NEEDED = {"polygon": 3, "rectangle": 2, "circle": 2, "oriented_rectangle": 4, "line": 2, "linestrip": 2,
+                  "point": 1}
+_AT_LEAST = ("polygon", "linestrip")
 
 
 def json_files(source: Path) -> list[Path]:
@@ -28,8 +31,8 @@ def json_files(source: Path) -> list[Path]:
 
 def read_labelme(source: Path, image_dirs: list[Path], problems: Problems) -> AnnotationSet:
     """The LabelMe JSON file ``source`` or those of the folder ``source`` → categories in order of
-    first appearance and one image per file. Other shape types (lines, points) carry no area and
-    are left out."""
+    first appearance and one image per file; every shape type is drawn as LabelMe's own
+    ``shape_to_mask`` draws it (unknown types are left out)."""
     categories: dict[str, int] = {}
     entries = []
     for path in json_files(source):
@@ -54,7 +57,7 @@ def read_labelme(source: Path, image_dirs: list[Path], problems: Problems) -> An
             pairs = points_pairs(path, ident, shape.points, problems)
             if pairs is None:
                 continue
-            if len(pairs) < _POINTS_NEEDED[kind] or (kind != "polygon" and len(pairs) != 2):
+            if len(pairs) < _POINTS_NEEDED[kind] or (kind not in _AT_LEAST and len(pairs) != _POINTS_NEEDED[kind]):
                 problems.report(path, ident, f"a {kind} of {len(pairs)} point(s)")
                 continue
             value = categories.setdefault(shape.label, len(categories))

@@ -71,24 +71,35 @@ def coco_polygon(points: Sequence[float], height: int, width: int) -> np.ndarray
     return np.repeat(values, merged).reshape((height, width), order="F")
 
 
-def pil_shape(kind: str, points: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """A LabelMe-style shape drawn by Pillow (outline included) → (H, W) bool mask.
+LABELME_LINE_WIDTH = 10  # LabelMe's widths for lines and points when it makes masks itself
+LABELME_POINT_RADIUS = 5
 
-    ``polygon``: the vertices; ``rectangle``: two opposite corners; ``circle``: the centre and a
-    point on the circle.
+
+def pil_shape(kind: str, points: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+    """A LabelMe-style shape drawn by Pillow as LabelMe's own mask conversion draws it (outline
+    included) → (H, W) bool mask.
+
+    ``polygon`` and ``oriented_rectangle``: the vertices; ``rectangle``: two opposite corners;
+    ``circle``: the centre and a point on the circle; ``line`` and ``linestrip``: a 10-pixel-wide
+    stroke; ``point``: a disc of radius 5.
     """
-    canvas = Image.new("1", (width, height), 0)
+    canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     xy = [(float(x), float(y)) for x, y in points]
-    if kind == "polygon":
+    if kind in ("polygon", "oriented_rectangle"):
         draw.polygon(xy, outline=1, fill=1)
     elif kind == "rectangle":
         (x1, y1), (x2, y2) = xy
-        draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=1, fill=1)
+        draw.rectangle(((min(x1, x2), min(y1, y2)), (max(x1, x2), max(y1, y2))), outline=1, fill=1)
     elif kind == "circle":
         (cx, cy), (px, py) = xy
         r = float(np.hypot(px - cx, py - cy))
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=1, fill=1)
+        draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), outline=1, fill=1)
+    elif kind in ("line", "linestrip"):
+        draw.line(xy, fill=1, width=LABELME_LINE_WIDTH)
+    elif kind == "point":
+        (cx, cy), r = xy[0], LABELME_POINT_RADIUS
+        draw.ellipse(((cx - r, cy - r), (cx + r, cy + r)), outline=1, fill=1)
     else:
         raise ValueError(f"unsupported shape type {kind!r}")
     return np.asarray(canvas, dtype=bool)
