@@ -42,11 +42,15 @@ def _segmentation(source: Path, ident: str, seg: list[list[float]] | CocoRle, si
         problems.report(source, ident, f"the RLE size {list(seg.size)} disagrees with its image's {list(size)}")
         return None
     try:
-        mask = counts_to_mask(decode_counts(seg.counts) if isinstance(seg.counts, str) else seg.counts, *size)
+        counts = decode_counts(seg.counts) if isinstance(seg.counts, str) else seg.counts
     except ValueError as exc:
         problems.report(source, ident, f"a bad RLE ({exc})")
         return None
-    return lambda h, w: mask
+    if sum(counts) != size[0] * size[1]:
+        problems.report(source, ident, f"a bad RLE (its runs cover {sum(counts)} pixels, not "
+                        f"{size[0]}x{size[1]}={size[0] * size[1]})")
+        return None
+    return lambda h, w: counts_to_mask(counts, h, w)  # decoded when painted: the runs take less memory
 
 
 def read_coco(source: Path, image_dirs: list[Path], problems: Problems) -> AnnotationSet:

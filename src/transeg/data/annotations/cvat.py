@@ -36,9 +36,12 @@ def _mask_shape(source: Path, ident: str, node: ET.Element, size: tuple[int, int
         problems.report(source, ident, f"the mask box {width}x{height}+{left}+{top} leaves the "
                         f"{size[1]}x{size[0]} image")
         return None
-    full = np.zeros(size, dtype=bool)
-    full[top:top + height, left:left + width] = box
-    return lambda h, w: full
+
+    def placed(h: int, w: int) -> np.ndarray:
+        full = np.zeros((h, w), dtype=bool)
+        full[top:top + height, left:left + width] = box
+        return full
+    return placed
 
 
 def read_cvat_xml(source: Path, image_dirs: list[Path], problems: Problems) -> AnnotationSet:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import numpy as np
+
 from transeg.data.annotations.brush import decode_mask
 from transeg.data.annotations.coco import read_json
 from transeg.data.annotations.common import AnnotationSet, ImageEntry, Problems, Shape, find_image, polygon_points
@@ -50,7 +52,8 @@ def _result_mask(source: Path, ident: str, result: StudioResult, problems: Probl
         except ValueError as exc:
             problems.report(source, ident, f"a bad brush RLE ({exc})")
             return None
-        return (lambda h, w: mask), value.brushlabels[0]
+        packed = np.packbits(mask)  # kept at a bit per pixel until painted
+        return (lambda h, w: np.unpackbits(packed, count=h * w).reshape(h, w).astype(bool)), value.brushlabels[0]
     polygon = parse(StudioPolygon, result.value, source, ident, problems)
     pairs = None if polygon is None else polygon_points(source, ident, polygon.points, problems)
     if pairs is None:
