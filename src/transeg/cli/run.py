@@ -30,6 +30,7 @@ from transeg.cli.types import (
     SEED,
     SIDE,
     UNIT_INTERVAL,
+    FiniteFloatRange,
     check_output,
 )
 from transeg.data.annotations.export import EXPORT_FORMATS, write_export
@@ -237,7 +238,7 @@ def data_check(config: Path, overrides: tuple[str, ...], split: str | None, limi
 @OUT_DIR_OPTION
 @click.option("--images", "images", type=click.Path(path_type=Path), default=None,
               help="Folder of the images the export names (default: beside the export).")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True,
+@click.option("--val-fraction", type=FiniteFloatRange(0.0, 0.9), default=0.2, show_default=True,
               help="Share of the images drawn at random into the val split.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the train/val draw.")
 @click.option("--background", default="background", show_default=True,

@@ -103,6 +103,10 @@ def test_no_background_and_val_split(tmp_path):
     val, _ = imported(tmp_path / "ds", "val")
     assert classes == ["road", "car"] and len(train) == len(val) == 1
     assert (val.get("b", train.get("b")) == 255).sum() == 16 * 12 - 6 * 7  # unannotated → ignored
+    for fraction in ("nan", "0.95", "-0.1"):
+        refused = run("data", "import", "coco", tmp_path / "ann.json", "--out", tmp_path / "ds2", "--images",
+                      tmp_path / "imgs", "--val-fraction", fraction)
+        assert refused.exit_code == 2 and "--val-fraction" in refused.output
 
 
 @pytest.mark.parametrize(("change", "message"), [
