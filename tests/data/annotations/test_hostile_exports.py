@@ -1,15 +1,18 @@
 """Exports of the wrong shape: every key of a COCO, LabelMe and Label Studio file (and every attribute
-of a CVAT XML shape) replaced by values of the wrong type or range ends with exit code 0 (the record
-skipped) or 2 and one ``error:`` line, never a traceback."""
+of a CVAT XML shape) replaced by values of the wrong type or range, and zip exports with bytes
+flipped, end with exit code 0 (the record skipped) or 2 and one ``error:`` line, never a traceback."""
 
 from __future__ import annotations
 
 import copy
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from tests.data.annotations.test_import import CVAT_XML, coco_export, image
 from transeg.cli import cli
@@ -78,3 +81,25 @@ def test_cvat_xml_attributes_of_the_wrong_shape(tmp_path, attribute):
         xml = CVAT_XML.format(rle="1,2,1,4,2,1,1").replace(f'{attribute}="', f'{attribute}="{value}" old="')
         (tmp_path / "annotations.xml").write_text(xml)
         assert outcome("data", "import", "cvat", tmp_path / "annotations.xml", "--out", tmp_path / "o") is None, value
+
+
+def test_damaged_zip_exports(tmp_path):
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png, format="PNG")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("labelmap.txt", "background:0,0,0::\ncar:255,0,0::\n")
+        z.writestr("SegmentationClass/a.png", png.getvalue())
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    rng = np.random.default_rng(0)
+    problems = []
+    for trial in range(120):  # a few bytes flipped anywhere: headers, names, compressed data, CRCs
+        damaged = bytearray(archive.getvalue())
+        for i in rng.integers(0, len(damaged), rng.integers(1, 6)):
+            damaged[i] ^= int(rng.integers(1, 256))
+        (tmp_path / "export.zip").write_bytes(bytes(damaged))
+        bad = outcome("data", "import", "cvat", tmp_path / "export.zip", "--out", tmp_path / f"o{trial}",
+                      "--images", tmp_path)
+        if bad:
+            problems.append(bad)
+    assert not problems, problems[:3]

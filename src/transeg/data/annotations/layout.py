@@ -76,7 +76,7 @@ def _image_size(entry: ImageEntry) -> tuple[int, int]:
         assert entry.image is not None
         with Image.open(entry.image) as img:
             return img.height, img.width
-    except OSError as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise TransegError(f"{entry.image or entry.source}: cannot read the image ({exc})") from None
 
 

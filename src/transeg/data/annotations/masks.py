@@ -4,6 +4,7 @@ colour PNGs with a ``labelmap.txt`` colour table), which is also CVAT's "Segment
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,11 @@ VOC_VOID = (224, 224, 192)  # the colour of VOC's object outlines, index 255: ig
 def read_labelmap(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     """``name:r,g,b:parts:actions`` lines (CVAT's and Datumaro's VOC colour table) → (name, colour)."""
     table = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TransegError(f"{path}: cannot read the colour table ({exc})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split(":")
@@ -60,8 +65,8 @@ def _decode(path: Path, table: list[tuple[str, tuple[int, int, int]]] | None, pr
                     labels[np.isin(labels, unknown)] = IGNORE_INDEX
                 return labels
             rgb = np.asarray(img.convert("RGB"))
-    except OSError as exc:
-        raise TransegError(f"{path}: cannot read the mask ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError) as exc:
+        raise TransegError(f"{path}: cannot read the mask ({' '.join(str(exc).split())})") from None
     keys = _colour_key(rgb)
     table_keys = _colour_key(np.array([c for _, c in table]))
     known = np.isin(keys, table_keys)
@@ -82,11 +87,14 @@ def _unpack(source: Path, scratch: Path) -> Path:
         return source
     if not zipfile.is_zipfile(source):
         raise TransegError(f"{source}: neither a folder nor a zip export")
-    with zipfile.ZipFile(source) as archive:
-        for member in archive.namelist():
-            if member.startswith("/") or ".." in Path(member).parts:
-                raise TransegError(f"{source}: unsafe path {member!r} in the archive")
-        archive.extractall(scratch)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            for member in archive.namelist():
+                if member.startswith("/") or ".." in Path(member).parts:
+                    raise TransegError(f"{source}: unsafe path {member!r} in the archive")
+            archive.extractall(scratch)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise TransegError(f"{source}: a damaged zip export ({' '.join(str(exc).split())})") from None
     return scratch
 
 
