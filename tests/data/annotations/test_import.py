@@ -303,3 +303,18 @@ def test_labelme_windows_image_path(tmp_path):
     result = run("data", "import", "labelme", tmp_path / "lm", "--out", tmp_path / "ds", "--val-fraction", 0)
     assert result.exit_code == 0, result.output
     assert list(imported(tmp_path / "ds")[0]) == ["w"]
+
+
+def test_exif_rotated_images_are_labelled_upright(tmp_path):
+    """A phone photo stored 30 wide x 20 high with EXIF orientation 6 shows (and trains) 20 wide x 30 high."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "lm").mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "lm" / "p.jpg", exif=exif)
+    (tmp_path / "lm" / "p.json").write_text(json.dumps(
+        {"shapes": [{"label": "a", "points": [[0, 0], [5, 29]], "shape_type": "rectangle"}],
+         "imagePath": "p.jpg", "imageHeight": 30, "imageWidth": 20}))
+    result = run("data", "import", "labelme", tmp_path / "lm", "--out", tmp_path / "ds", "--val-fraction", 0)
+    assert result.exit_code == 0, result.output
+    sample = folder(tmp_path / "ds", "train").load(0)  # the loader's own size check passes
+    assert sample["image"].shape[:2] == sample["label"].shape == (30, 20)

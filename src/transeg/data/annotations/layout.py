@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
+from PIL import ExifTags, Image
 from rich.progress import Progress
 
 from transeg.data.annotations.common import AnnotationSet, ImageEntry, Problems, image_stem
@@ -69,13 +69,12 @@ def class_table(aset: AnnotationSet, background: str | None) -> tuple[list[str],
 
 
 def _image_size(entry: ImageEntry) -> tuple[int, int]:
+    """(H, W) of the entry's image as ``read_image`` gives it: upright per its EXIF orientation (as
+    the labelling tools show it), from the header alone."""
     try:
-        if entry.image_bytes is not None:
-            with Image.open(io.BytesIO(entry.image_bytes)) as img:
-                return img.height, img.width
-        assert entry.image is not None
-        with Image.open(entry.image) as img:
-            return img.height, img.width
+        with Image.open(io.BytesIO(entry.image_bytes) if entry.image_bytes is not None else entry.image) as img:
+            turned = img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+            return (img.width, img.height) if turned else (img.height, img.width)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise TransegError(f"{entry.image or entry.source}: cannot read the image ({exc})") from None
 
