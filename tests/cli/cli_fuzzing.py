@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import shutil
 import tempfile
 import time
@@ -222,7 +223,27 @@ def _predict(e: Example) -> None:
                                                                           ODD_TEXT, HOSTILE_NUMBERS),
                "--size-divisor": _positive(64), "--batch-size": _positive(4), "--no-flip": None,
                "--alpha": st.one_of(st.floats(0, 1).map(str), HOSTILE_NUMBERS), "--num-classes": _positive(8),
-               "--skip-existing": None, "--precision": st.sampled_from(["fp32", "bf16", "int8"])})
+               "--skip-existing": None, "--precision": st.sampled_from(["fp32", "bf16", "int8"]),
+               "--format": st.sampled_from(["png", "coco", "labelstudio", "cvat", "yolo"]),
+               "--probs": st.sampled_from(["png", "npy", "jpg"])})
+
+
+def _data_import(e: Example) -> None:
+    """A COCO export of the input image (one polygon), or a mutated copy, read as any of the formats."""
+    export = e.made / "coco.json"
+    export.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": e.inputs.image.name, "height": 32, "width": 48}],
+        "categories": [{"id": 5, "name": "thing"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "segmentation": [[2, 2, 30, 4, 10, 25]]}]}))
+    e.args = ["data", "import", e.draw(st.sampled_from(["coco"] * 3 + ["cvat", "labelme", "labelstudio", "voc", "x"])),
+              e.input_path([export], export, [".json", ".xml", ".zip"]), "--out", e.out("dir"),
+              "--images", str(e.inputs.folder)]
+    e.options({"--images": lambda: [e.input_path([e.inputs.folder], e.inputs.image, [""])],
+               "--val-fraction": st.one_of(st.sampled_from(["0", "0.5", "0.9", "1"]), HOSTILE_NUMBERS),
+               "--seed": st.one_of(st.integers(0, 9).map(str), HOSTILE_NUMBERS),
+               "--background": st.one_of(st.sampled_from(["background", "thing", ""]), ODD_TEXT),
+               "--no-background": None, "--overlap": st.sampled_from(["last", "first", "smaller-on-top", "x"]),
+               "--on-bad-annotation": st.sampled_from(["fail", "skip", "x"])})
 
 
 def _erf(e: Example) -> None:
@@ -295,8 +316,9 @@ def _demo(e: Example) -> None:
 
 
 COMMANDS = {"list": _list, "info": _info, "bench": _bench, "export": _export, "convert": _convert,
-            "predict": _predict, "erf": _erf, "data check": _data_check, "eval": _eval, "train": _train,
-            "robustness": _robustness, "demo": _demo, "attention": _attention, "serve": _serve}
+            "predict": _predict, "erf": _erf, "data check": _data_check, "data import": _data_import, "eval": _eval,
+            "train": _train, "robustness": _robustness, "demo": _demo, "attention": _attention,
+            "serve": _serve}
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+import numpy as np
 from torch import nn
 
 from transeg.api import load_model
@@ -20,7 +21,21 @@ from transeg.cli.options import (
     num_classes_option,
     pair_option,
 )
-from transeg.cli.types import BATCH, DIVISOR, OUTPUT_DIR, POSITIVE, SCALES, SIDE, UNIT_INTERVAL, check_output
+from transeg.cli.types import (
+    BATCH,
+    DIVISOR,
+    OUTPUT_DIR,
+    POSITIVE,
+    SCALES,
+    SEED,
+    SIDE,
+    UNIT_INTERVAL,
+    FiniteFloatRange,
+    check_output,
+)
+from transeg.data.annotations.export import EXPORT_FORMATS, write_export
+from transeg.data.annotations.importer import FORMATS, import_annotations
+from transeg.data.annotations.rasterise import OVERLAP_RULES
 from transeg.data.check import check_dataset, diagnose, format_report
 from transeg.demo import run_demo
 from transeg.engine.evaluate import (
@@ -36,7 +51,7 @@ from transeg.engine.train import train
 from transeg.errors import TransegError
 from transeg.inference.backends import optimize_for_inference
 from transeg.inference.modes import passes_per_image
-from transeg.inference.predict import expand_images, predict_files
+from transeg.inference.predict import expand_images, label_outputs, predict_files
 from transeg.models.segmentor import Segmentor
 
 
@@ -68,12 +83,18 @@ def inference_model(segmentor: Segmentor, backend: str, precision: str, images: 
 @click.option("--alpha", type=UNIT_INTERVAL, default=0.5, show_default=True, help="Overlay opacity, 0..1.")
 @click.option("--skip-existing", is_flag=True,
               help="Skip images whose label map and overlay are already in --out (resume a long run).")
+@click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), default="png", show_default=True,
+              help="Also write the label maps for a labelling tool: coco (coco.json, RLE per class), labelstudio "
+                   "(labelstudio.json, brush pre-annotations) or cvat (cvat-masks.zip, Segmentation mask 1.1).")
+@click.option("--probs", type=click.Choice(["png", "npy"]), is_flag=False, flag_value="png", default=None,
+              help="Write <stem>_confidence.png (max class probability x 255); `--probs npy` adds "
+                   "<stem>_probs.npy, the (K, H, W) float16 probabilities.")
 @BACKEND_OPTION
 @PRECISION_OPTION
 def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
             crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: tuple[float, ...], no_flip: bool,
-            size_divisor: int | None, batch_size: int, alpha: float, skip_existing: bool, backend: str,
-            precision: str) -> None:
+            size_divisor: int | None, batch_size: int, alpha: float, skip_existing: bool, export_format: str,
+            probs: str | None, backend: str, precision: str) -> None:
     """Segment IMAGES (files, folders or globs) with MODEL; write label PNGs and overlays to --out."""
     segmentor = load_model(model, num_classes)
     if model == segmentor.config.name:
@@ -82,10 +103,21 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
     runner = inference_model(segmentor, backend, precision, len(paths), mode, scales, not no_flip)
     written = predict_files(
         runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scales, flip=not no_flip,
-        size_divisor=size_divisor, batch_size=batch_size, alpha=alpha, skip_existing=skip_existing,
+        size_divisor=size_divisor, batch_size=batch_size, alpha=alpha, skip_existing=skip_existing, probs=probs,
     )
     skipped = f" ({len(paths) - len(written)} already there, skipped)" if len(written) < len(paths) else ""
     console.print(f"wrote {len(written)} label maps and overlays to {out_dir}{skipped}")
+    if export_format != "png":
+        console.print(f"wrote {export_predictions(export_format, segmentor, paths, out_dir)}")
+
+
+def export_predictions(fmt: str, segmentor: Segmentor, paths: Sequence[str], out_dir: Path) -> Path:
+    """Write the ``fmt`` export of the label maps ``predict`` wrote for ``paths`` to ``out_dir``."""
+    config = segmentor.config
+    classes = list(config.class_names or [f"class_{i}" for i in range(segmentor.num_classes)])
+    pairs = [(Path(p), label) for p, label in zip(paths, label_outputs(paths, out_dir), strict=True)]
+    palette = np.asarray(config.palette, np.uint8) if config.palette else None
+    return write_export(fmt, pairs, out_dir, classes, palette, model_version=config.name)
 
 
 @click.command("train")
@@ -198,6 +230,37 @@ def data_check(config: Path, overrides: tuple[str, ...], split: str | None, limi
         failed |= not report.ok
     if failed:
         sys.exit(1)
+
+
+@data_group.command("import")
+@click.argument("fmt", metavar="FORMAT", type=click.Choice(FORMATS))
+@click.argument("source", type=click.Path(path_type=Path))
+@OUT_DIR_OPTION
+@click.option("--images", "images", type=click.Path(path_type=Path), default=None,
+              help="Folder of the images the export names (default: beside the export).")
+@click.option("--val-fraction", type=FiniteFloatRange(0.0, 0.9), default=0.2, show_default=True,
+              help="Share of the images drawn at random into the val split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the train/val draw.")
+@click.option("--background", default="background", show_default=True,
+              help="Class of the unannotated pixels (class 0 unless a category has this name).")
+@click.option("--no-background", is_flag=True, help="Leave unannotated pixels unlabelled (255, ignored).")
+@click.option("--overlap", type=click.Choice(OVERLAP_RULES), default="last", show_default=True,
+              help="Who owns a pixel two shapes cover: the one listed last, first, or the smaller one.")
+@click.option("--on-bad-annotation", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Stop at the first bad annotation (naming its file and id), or skip it and count.")
+def data_import(fmt: str, source: Path, out_dir: Path, images: Path | None, val_fraction: float, seed: int,
+                background: str, no_background: bool, overlap: str, on_bad_annotation: str) -> None:
+    """Convert a labelling tool's export (coco, cvat, labelme, labelstudio, voc) into a folder dataset."""
+    if not background.strip():
+        raise TransegError("--background must name a class (or pass --no-background)")
+    summary = import_annotations(fmt, source, out_dir, images=images,
+                                 background=None if no_background else background, overlap=overlap,
+                                 val_fraction=val_fraction, seed=seed, on_bad_annotation=on_bad_annotation)
+    splits = ", ".join(f"{n} {s}" for s, n in summary.splits.items())
+    console.print(f"wrote {splits} images, {len(summary.classes)} classes to {out_dir} "
+                  f"(use dataset: folder, root: {out_dir})")
+    if summary.skipped:
+        console.print(f"[yellow]skipped {summary.skipped} bad annotation(s)[/]; the first: {summary.first_problem}")
 
 
 @click.command()

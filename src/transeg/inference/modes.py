@@ -317,8 +317,13 @@ class Predictor:
         turns each band of finished rows into labels at once (``predict_bands``): no (K, H, W) map."""
         if self.mode == "slide":
             return np.concatenate(list(self.predict_bands(lambda y1, y2: image[y1:y2], image.shape[:2])))
+        return self._labels(self.predict_logits(image))
+
+    def predict_with_probs(self, image: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """(H, W, C) image -> the (H, W) labels of ``predict`` and the (K, H, W) float class
+        probabilities they are the argmax of (softmax; sigmoid for K == 1)."""
         logits = self.predict_logits(image)
-        return self._labels(logits)
+        return self._labels(logits), _probs(logits)[0]
 
     def predict_bands(self, rows: Callable[[int, int], np.ndarray], size: tuple[int, int]) -> Iterator[np.ndarray]:
         """Slide-mode labels of an (H, W) image, band by band: ``rows(y1, y2)`` reads (y2 - y1, W, C)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -43,7 +44,7 @@ def expand_images(specs: Iterable[str]) -> list[Path]:
     return paths
 
 
-def _output_stems(paths: list[Path]) -> list[str]:
+def output_stems(paths: list[Path]) -> list[str]:
     """File stems, made unique with a numeric suffix where two inputs share one."""
     seen: dict[str, int] = {}
     stems = []
@@ -60,6 +61,24 @@ def output_paths(out_dir: Path, stem: str, tiff: bool = False) -> tuple[Path, Pa
     return out_dir / f"{stem}.{'tif' if tiff else 'png'}", out_dir / f"{stem}_overlay.jpg"
 
 
+def label_outputs(images: Iterable[str], out_dir: Path) -> list[Path]:
+    """The label map ``predict_files`` writes for each of ``images`` (files, folders or globs), in order."""
+    paths = expand_images(images)
+    return [output_paths(out_dir, stem, is_tiff(path))[0] for path, stem in zip(paths, output_stems(paths), strict=True)]
+
+
+def write_probs(probs: torch.Tensor, out_dir: Path, stem: str, kind: str) -> None:
+    """Write ``<stem>_confidence.png``, the (H, W) max class probability of (K, H, W) ``probs`` as
+    round(255 p) (for K == 1: max(p, 1 - p)), and with ``kind`` 'npy' ``<stem>_probs.npy``, ``probs``
+    as float16; both atomically."""
+    top = probs.max(dim=0).values if probs.shape[0] > 1 else torch.maximum(probs[0], 1 - probs[0])
+    confidence = (top.float().cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    write_atomic(out_dir / f"{stem}_confidence.png", lambda tmp: Image.fromarray(confidence).save(tmp, format="PNG"))
+    if kind == "npy":
+        array = probs.cpu().numpy().astype(np.float16)
+        write_atomic(out_dir / f"{stem}_probs.npy", lambda tmp: np.save(tmp, array))
+
+
 def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
     """A TransegError if an output would replace one of the input images."""
     originals = {path.resolve(): path for path in inputs}
@@ -70,13 +89,16 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
-                  skip_existing: bool = False, **predictor_options) -> list[Path]:
+                  skip_existing: bool = False, probs: str | None = None, **predictor_options) -> list[Path]:
     """Write ``<stem>.png`` (palette label map, input size; ``<stem>.tif`` for TIFF inputs, see
     ``predict_tiff``) and ``<stem>_overlay.jpg`` per image, each atomically (an interrupted run leaves
     no half-written file); returns the label maps written. ``skip_existing`` skips the images whose
-    two outputs are both there, which resumes a long run."""
+    two outputs are both there, which resumes a long run. ``probs`` ('png' or 'npy') adds the
+    confidence map (and the probabilities) of ``write_probs``; TIFF inputs do not take it."""
     paths = expand_images(images)
-    stems = _output_stems(paths)
+    stems = output_stems(paths)
+    if probs and any(is_tiff(path) for path in paths):
+        raise TransegError(f"--probs is not available for TIFF inputs ({next(p for p in paths if is_tiff(p))})")
     outputs = [output_paths(out_dir, stem, is_tiff(path)) for path, stem in zip(paths, stems, strict=True)]
     _refuse_overwriting_inputs(paths, [p for pair in outputs for p in pair])
     predictor = Predictor(model, **predictor_options)
@@ -98,7 +120,11 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
                 blended = Image.fromarray(previews[0])
             else:
                 image = read_image(path)
-                labels = predictor.predict(image)
+                if probs:
+                    labels, probabilities = predictor.predict_with_probs(image)
+                    write_probs(probabilities, out_dir, stem, probs)
+                else:
+                    labels = predictor.predict(image)
                 write_atomic(label_path, lambda tmp, labels=labels: save_label_png(labels, tmp, palette))
                 blended = Image.fromarray(np.ascontiguousarray(overlay(image, labels, palette, alpha=alpha)))
             write_atomic(overlay_path, lambda tmp, blended=blended: blended.save(tmp, quality=92))
