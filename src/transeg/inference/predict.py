@@ -64,7 +64,8 @@ def output_paths(out_dir: Path, stem: str, tiff: bool = False) -> tuple[Path, Pa
 def label_outputs(images: Iterable[str], out_dir: Path) -> list[Path]:
     """The label map ``predict_files`` writes for each of ``images`` (files, folders or globs), in order."""
     paths = expand_images(images)
-    return [output_paths(out_dir, stem, is_tiff(path))[0] for path, stem in zip(paths, output_stems(paths), strict=True)]
+    stems = output_stems(paths)
+    return [output_paths(out_dir, stem, is_tiff(path))[0] for path, stem in zip(paths, stems, strict=True)]
 
 
 def write_probs(probs: torch.Tensor, out_dir: Path, stem: str, kind: str) -> None:
@@ -109,7 +110,7 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True, disable=len(paths) < 2) as progress:
         task = progress.add_task("predict", total=len(paths))
-        for path, (label_path, overlay_path) in zip(paths, outputs, strict=True):
+        for path, stem, (label_path, overlay_path) in zip(paths, stems, outputs, strict=True):
             if skip_existing and label_path.is_file() and overlay_path.is_file():
                 progress.advance(task)
                 continue
