@@ -24,12 +24,12 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from transeg.data.annotations.rle import encode_mask
 from transeg.data.images import ImageTooLarge, decode_image, label_image
 from transeg.data.labels import default_palette
 from transeg.errors import TransegError, one_line
 from transeg.inference.backends import InferenceModel
 from transeg.serve.batching import MicroBatcher, QueueFull
-from transeg.serve.rle import encode_mask
 from transeg.serve.runner import LabelRunner
 from transeg.viz import overlay
 

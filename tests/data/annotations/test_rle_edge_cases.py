@@ -1,4 +1,5 @@
-"""The COCO RLE encoder against pycocotools: the same counts string, decoding to the same mask."""
+"""COCO RLE edge cases against pycocotools (empty, full, 1x1, long runs, negative deltas): the same counts
+string, decoding to the same mask."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from transeg.serve.rle import encode_mask, mask_runs
+from transeg.data.annotations.rle import encode_mask, mask_to_counts
 
 # pycocotools (2.0.x) decodes through a NumPy 1 array interface
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -35,5 +36,5 @@ def test_counts_are_those_of_pycocotools(mask):
 
 def test_runs_start_with_the_zeros_in_column_major_order():
     mask = np.array([[1, 0], [1, 1]], bool)  # column-major: 1 1 0 1
-    assert mask_runs(mask) == [0, 2, 1, 1]
-    assert sum(mask_runs(~mask)) == 4
+    assert mask_to_counts(mask) == [0, 2, 1, 1]
+    assert sum(mask_to_counts(~mask)) == 4
