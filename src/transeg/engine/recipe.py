@@ -85,7 +85,7 @@ class TrainSection(_Section):
     batch_size: PositiveInt = 16  # global batch, split over the processes
     grad_accum: PositiveInt = 1
     grad_clip: PositiveFloat | None = None
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp16: autocast with loss scaling (GradScaler)
     seed: int = 0
     log_interval: PositiveInt = 50
     eval_interval: PositiveInt = 16_000

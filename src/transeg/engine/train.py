@@ -66,6 +66,8 @@ def build_training_model(section: ModelSection, dataset: SegmentationDataset) ->
     return model
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision -> autocast dtype
+
 class _TrainForward(nn.Module):
     """Routes ``forward`` to ``forward_train`` so that DDP sees the training pass."""
 
@@ -110,6 +112,8 @@ class Trainer:
         convert_batchnorm(self.model, self.info)
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
+        # fp16 gradients underflow without loss scaling; the scale is not checkpointed (it re-grows in a few steps)
+        self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=cfg.train.precision == "fp16")
         self.iteration = 0
         self.best_miou: float | None = None
         self.nonfinite_in_row = 0
@@ -213,21 +217,24 @@ class Trainer:
             last = m == cfg.grad_accum - 1
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
-            with sync, torch.autocast(self.info.device.type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with sync, torch.autocast(self.info.device.type, AUTOCAST_DTYPES.get(cfg.precision, torch.bfloat16),
+                                      enabled=cfg.precision in AUTOCAST_DTYPES):
                 out = network(image, label)
             divisor = global_loss_divisor(label, cfg.loss_average, self.info)  # global-batch average under DDP
             loss, parts = total_loss(out, label, cfg.aux_loss_weights, divisor)
             with sync:
-                (loss / cfg.grad_accum).backward()
+                self.scaler.scale(loss / cfg.grad_accum).backward()
             total += loss.detach() / cfg.grad_accum
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0) + v / cfg.grad_accum
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        self.scaler.unscale_(self.optimizer)  # clip and check the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(all_reduce_mean(total, self.info)))
         if finite:
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+        self.scaler.update()  # fp16: a step with overflowing gradients halves the scale
         with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"), UserWarning)
             self.scheduler.step()

@@ -1,0 +1,63 @@
+"""Mixed-precision training steps: fp16 with loss scaling (GradScaler) and bf16, run on the CPU here
+and on a GPU by tests/test_cuda.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from transeg.data.synthetic import write_synthetic_dataset
+from transeg.engine.recipe import parse_config
+from transeg.engine.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    return write_synthetic_dataset(tmp_path_factory.mktemp("scenes"), num_train=4, num_val=1, size=(64, 64))
+
+
+def precision_config(root: Path, out: Path, precision: str, iterations: int = 2):
+    return parse_config({
+        "data": {"dataset": "folder", "root": str(root), "crop_size": [64, 64], "scale": [64, 64],
+                 "test_scale": None, "num_workers": 0},
+        "optimizer": {"type": "sgd", "lr": 0.01, "weight_decay": 0.0},
+        "schedule": {"iterations": iterations, "warmup_iters": 0},
+        "train": {"batch_size": 2, "precision": precision, "eval_interval": 100, "checkpoint_interval": 100},
+        "output_dir": str(out),
+    })
+
+
+def trained_step(root: Path, out: Path, precision: str, device: str = "cpu") -> tuple[Trainer, dict]:
+    """A trainer after one ``fit`` of two steps, and the weights it started from."""
+    trainer = Trainer(precision_config(root, out, precision))
+    if device != "cpu":
+        trainer.model.to(device)
+        trainer.info = type(trainer.info)(device=torch.device(device))
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit(show_progress=False)
+    return trainer, before
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_steps_update_the_weights(scenes, tmp_path, precision):
+    trainer, before = trained_step(scenes, tmp_path, precision)
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    after = trainer.model.state_dict()
+    moved = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert moved and all(torch.isfinite(after[k]).all() for k in moved)
+    assert trainer.iteration == 2 and trainer.nonfinite_total < 2  # at least one step was applied
+    if precision == "fp16":  # each skipped (overflowing) step halved the initial 2**16 scale
+        assert trainer.scaler.get_scale() == 2.0**16 / 2**trainer.nonfinite_total
+    else:
+        assert trainer.nonfinite_total == 0
+
+
+def test_fp16_overflow_skips_the_step_and_lowers_the_scale(scenes, tmp_path):
+    trainer = Trainer(precision_config(scenes, tmp_path, "fp16", iterations=1))
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120)  # fp16 gradients overflow at once
+    before = trainer.model.decoder.fuse.weight.detach().clone()
+    trainer.fit(show_progress=False)
+    assert trainer.scaler.get_scale() == 2.0**119
+    assert trainer.nonfinite_total == 1 and torch.equal(trainer.model.decoder.fuse.weight, before)
