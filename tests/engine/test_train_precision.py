@@ -29,12 +29,9 @@ def precision_config(root: Path, out: Path, precision: str, iterations: int = 2)
     })
 
 
-def trained_step(root: Path, out: Path, precision: str, device: str = "cpu") -> tuple[Trainer, dict]:
-    """A trainer after one ``fit`` of two steps, and the weights it started from."""
+def trained_step(root: Path, out: Path, precision: str) -> tuple[Trainer, dict]:
+    """A trainer (on the GPU when there is one) after a ``fit`` of two steps, and its initial weights."""
     trainer = Trainer(precision_config(root, out, precision))
-    if device != "cpu":
-        trainer.model.to(device)
-        trainer.info = type(trainer.info)(device=torch.device(device))
     before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit(show_progress=False)
     return trainer, before
@@ -56,7 +53,7 @@ def test_mixed_precision_steps_update_the_weights(scenes, tmp_path, precision):
 
 def test_fp16_overflow_skips_the_step_and_lowers_the_scale(scenes, tmp_path):
     trainer = Trainer(precision_config(scenes, tmp_path, "fp16", iterations=1))
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120)  # fp16 gradients overflow at once
+    trainer.scaler = torch.amp.GradScaler(trainer.info.device.type, init_scale=2.0**120)  # fp16 gradients overflow at once
     before = trainer.model.decoder.fuse.weight.detach().clone()
     trainer.fit(show_progress=False)
     assert trainer.scaler.get_scale() == 2.0**119

@@ -36,7 +36,8 @@ from transeg.inference.predict import expand_images
 @size_option()
 @click.option("--batch", type=BATCH, default=1, show_default=True)
 @click.option("--threads", type=COUNT, default=None, help="torch (and ONNX Runtime) threads.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="bf16: autocast (CPUs with AVX512-BF16/AMX, GPUs); fp16: autocast on a GPU.")
 @click.option("--backend", type=click.Choice(["eager", "compile", "onnx"]), default="eager", show_default=True)
 @DEVICE_OPTION
 @click.option("--train", "train_step", is_flag=True, help="Time a training step instead of inference.")
