@@ -53,7 +53,8 @@ def test_mixed_precision_steps_update_the_weights(scenes, tmp_path, precision):
 
 def test_fp16_overflow_skips_the_step_and_lowers_the_scale(scenes, tmp_path):
     trainer = Trainer(precision_config(scenes, tmp_path, "fp16", iterations=1))
-    trainer.scaler = torch.amp.GradScaler(trainer.info.device.type, init_scale=2.0**120)  # fp16 gradients overflow at once
+    # fp16 gradients overflow at once under this scale
+    trainer.scaler = torch.amp.GradScaler(trainer.info.device.type, init_scale=2.0**120)
     before = trainer.model.decoder.fuse.weight.detach().clone()
     trainer.fit(show_progress=False)
     assert trainer.scaler.get_scale() == 2.0**119
