@@ -24,8 +24,8 @@ COMMANDS = {
                          "Train the model described by CONFIG (YAML); run under torchrun for several processes."),
     "eval": LazyCommand("transeg.cli.run:eval_command", "Evaluate MODEL (any checkpoint) on a dataset: mIoU, "
                         "per-class IoU/Acc/Dice, confusion matrix."),
-    "predict": LazyCommand("transeg.cli.run:predict", "Segment IMAGES (files, folders or globs) with MODEL; "
-                           "write label PNGs and overlays to --out."),
+    "predict": LazyCommand("transeg.cli.run:predict", "Segment IMAGES (files, folders, globs or videos) with "
+                           "MODEL; write label PNGs and overlays to --out."),
     "data": LazyCommand("transeg.cli.run:data_group", "Dataset tools."),
     "demo": LazyCommand("transeg.cli.run:demo", "Train segformer-b0 on generated scenes (CPU, a few minutes) "
                         "and evaluate it on held-out ones."),
