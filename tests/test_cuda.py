@@ -45,6 +45,8 @@ def test_mixed_precision_training_steps_on_the_gpu(scenes, tmp_path, precision):
 
 
 def test_syncbatchnorm_conversion_matches_batchnorm_in_one_process(tmp_path, model):
+    """torch's SyncBatchNorm replaces BatchNorm on CUDA and trains like it in a one-process NCCL group.
+    (Its cross-process reduction needs two GPUs: NCCL refuses two ranks on one device.)"""
     dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         plain = build_model(model_config("segformer-b0", num_classes=5)).cuda().train()

@@ -87,3 +87,18 @@ def test_unreadable_video_is_one_line_exit_2(clip, tmp_path, content):
     assert result.returncode == 2 and len(errors) == 1 and "bad.mp4" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "bad_overlay.mp4").exists()
+
+
+@pytest.mark.parametrize("backend", ["bf16", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_video_on_other_backends_matches_their_image_predict(clip, model, tmp_path, backend):
+    """The frames of a video go through any backend: bf16 autocast, ONNX Runtime (an export: slow)."""
+    from transeg.inference.backends import optimize_for_inference
+
+    runner = optimize_for_inference(model, "eager", "bf16") if backend == "bf16" else \
+        optimize_for_inference(model, "onnx")
+    predict_files(runner, [str(clip)], tmp_path, save_labels=True)
+    frames, _ = decoded_frames(clip)
+    predictor = Predictor(runner)
+    for k in (0, FRAMES - 1):
+        saved = np.asarray(Image.open(tmp_path / "clip_labels" / f"frame_{k:06d}.png"))
+        assert (saved == predictor.predict(frames[k])).mean() > 0.999, f"frame {k}"
