@@ -115,7 +115,8 @@ def resolve_backend(model: Segmentor, backend: Backend = "auto", precision: Prec
     ``auto`` is the fastest path for the job: ONNX Runtime for fp32 on the CPU when the ``onnx``
     extra is installed and the export is cached or the job repays it (``ONNX_MIN_IMAGES``), else
     eager (itself 2.5-3.5x faster than transformers' eager SegFormer, see the README). ``compile``
-    is never picked by ``auto``: it pays its compilation only on long jobs (see the docs' figures).
+    is never picked by ``auto``: on the CPU it did not beat eager (benchmarks/compile_cpu.py), and
+    on GPUs it is unmeasured.
     ``device`` (default: where the model's weights are) is where the job runs.
     """
     if backend not in BACKENDS:
