@@ -112,7 +112,7 @@ class Trainer:
         convert_batchnorm(self.model, self.info)
         self.optimizer = build_optimizer(self.model, cfg.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
-        # fp16 gradients underflow without loss scaling; the scale is not checkpointed (it re-grows in a few steps)
+        # fp16 gradients underflow without loss scaling; the scale is checkpointed with the run
         self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=cfg.train.precision == "fp16")
         self.iteration = 0
         self.best_miou: float | None = None
@@ -134,6 +134,7 @@ class Trainer:
             nonfinite_in_row=self.nonfinite_in_row,
             nonfinite_total=self.nonfinite_total,
             train_config=self.cfg.model_dump(mode="json"),
+            grad_scaler=self.scaler.state_dict(),
         )
 
     def restore(self, state: TrainState, source: str = "checkpoint") -> None:
@@ -150,6 +151,8 @@ class Trainer:
         self.best_miou = state.best_miou
         self.nonfinite_in_row = state.nonfinite_in_row
         self.nonfinite_total = state.nonfinite_total
+        if state.grad_scaler:
+            self.scaler.load_state_dict(state.grad_scaler)
 
     def state(self) -> dict[str, Any]:
         """The checkpoint dict of the run as it stands."""

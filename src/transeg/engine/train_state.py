@@ -37,17 +37,22 @@ class TrainState:
     nonfinite_in_row: int
     nonfinite_total: int
     train_config: dict[str, Any]
+    grad_scaler: dict[str, Any] = dataclasses.field(default_factory=dict)  # fp16's loss scale; empty otherwise
 
     def to_checkpoint(self) -> dict[str, Any]:
-        """The dict ``save_checkpoint`` writes: one top-level key per field."""
-        return {_checkpoint_key(field.name): getattr(self, field.name) for field in dataclasses.fields(self)}
+        """The dict ``save_checkpoint`` writes: one top-level key per field; a field with a default
+        (``grad_scaler``) only when it is set, so that fp32 and bf16 checkpoints keep their keys."""
+        return {_checkpoint_key(field.name): getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.default_factory is dataclasses.MISSING or getattr(self, field.name)}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], source: str = "checkpoint") -> TrainState:
         """The state a checkpoint dict (as ``load_checkpoint`` returns it) holds; a missing entry is a
-        TransegError naming it and ``source``."""
-        keys = {field.name: _checkpoint_key(field.name) for field in dataclasses.fields(cls)}
-        missing = sorted(key for key in keys.values() if key not in checkpoint)
+        TransegError naming it and ``source``, except ``grad_scaler`` (checkpoints from before fp16)."""
+        fields = dataclasses.fields(cls)
+        keys = {field.name: _checkpoint_key(field.name) for field in fields}
+        required = {field.name for field in fields if field.default_factory is dataclasses.MISSING}
+        missing = sorted(key for name, key in keys.items() if name in required and key not in checkpoint)
         if missing:
             raise TransegError(f"{source}: not a complete transeg training checkpoint (missing {', '.join(missing)})")
-        return cls(**{name: checkpoint[key] for name, key in keys.items()})
+        return cls(**{name: checkpoint[key] for name, key in keys.items() if key in checkpoint})
