@@ -82,11 +82,11 @@ def test_unreadable_video_is_one_line_exit_2(clip, tmp_path, content):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(clip.read_bytes()[:2000] if content == "truncated" else content)
     result = subprocess.run([sys.executable, "-m", "transeg", "predict", "segformer-b0", str(bad), "--num-classes",
-                             "3", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+                             "3", "--out", str(tmp_path / "out"), "--save-labels"], capture_output=True, text=True)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.returncode == 2 and len(errors) == 1 and "bad.mp4" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "out" / "bad_overlay.mp4").exists()
+    assert not (tmp_path / "out" / "bad_overlay.mp4").exists() and not (tmp_path / "out" / "bad_labels").exists()
 
 
 @pytest.mark.parametrize("backend", ["bf16", pytest.param("onnx", marks=pytest.mark.slow)])

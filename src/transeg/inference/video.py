@@ -99,9 +99,7 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, stem: str, pa
     height loses its last column or row, as yuv420p needs even sides) and, with ``save_labels``,
     ``<stem>_labels/frame_NNNNNN.png`` per frame, predicting ``batch`` frames per forward pass.
     The video is written atomically. Returns the number of frames."""
-    video_path, labels_dir = video_outputs(out_dir, stem)
-    if save_labels:
-        labels_dir.mkdir(parents=True, exist_ok=True)
+    video_path, labels_dir = video_outputs(out_dir, stem)  # write_atomic makes the folder at the first frame
     count = 0
 
     def write(tmp: str) -> None:
