@@ -32,12 +32,14 @@ class Row:
     task: str  # "inference" or "train"
     precision: str
     backend: str
+    channels_last: bool = True  # the weights' layout on the GPU (what optimize_for_inference uses)
 
 
 def planned_rows() -> list[Row]:
     """Eager first (cheap), then compile (which compiles for tens of seconds per model and precision)."""
     rows = [Row(m, "inference", p, "eager") for m in PAPER_V100_FPS for p in ("fp32", "bf16", "fp16")]
-    rows += [Row("segformer-b0", "train", p, "eager") for p in ("fp32", "bf16")]
+    rows += [Row(m, "inference", "fp16", "eager", channels_last=False) for m in PAPER_V100_FPS]  # does it help?
+    rows += [Row("segformer-b0", "train", p, "eager", channels_last=False) for p in ("fp32", "bf16")]
     rows += [Row(m, "inference", p, "compile") for m in PAPER_V100_FPS for p in ("fp16", "fp32")]
     return rows
 
@@ -61,8 +63,9 @@ def run_row(row: Row, size: tuple[int, int], train_size: tuple[int, int], device
         result = bench_train_step(model, train_size, 2, row.precision, 2, repeats, device, row.backend)
     else:
         warmup = 3 if row.backend == "compile" else 2  # compile: the first call compiles
-        result = bench_inference(model, size, 1, row.backend, row.precision, warmup, repeats, device)
-    out = result.to_dict()
+        result = bench_inference(model, size, 1, row.backend, row.precision, warmup, repeats, device,
+                                 channels_last=row.channels_last and device == "cuda")
+    out = {**result.to_dict(), "channels_last": row.channels_last and device == "cuda"}
     if row.task == "inference" and device == "cuda":  # a CPU figure says nothing against a V100's
         paper = PAPER_V100_FPS[row.model]
         out.update(paper_v100_fps=paper, times_paper=round(result.images_per_s / paper, 2),
@@ -71,15 +74,16 @@ def run_row(row: Row, size: tuple[int, int], train_size: tuple[int, int], device
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | task | backend | precision | size | images/s | V100 (paper) | x paper | goal 3x |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | task | backend | precision | layout | size | images/s | V100 (paper) | x paper | goal 3x |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
+        layout = "channels-last" if r.get("channels_last") else "contiguous"
         if "skipped" in r:
-            lines.append(f"| {r['model']} | {r['task']} | {r['backend']} | {r['precision']} | | skipped: "
+            lines.append(f"| {r['model']} | {r['task']} | {r['backend']} | {r['precision']} | {layout} | | skipped: "
                          f"{r['skipped']} | | | |")
             continue
         paper = r.get("paper_v100_fps")
-        lines.append(f"| {r['model']} | {r['task']} | {r['backend']} | {r['precision']} | {r['size'][0]}x"
+        lines.append(f"| {r['model']} | {r['task']} | {r['backend']} | {r['precision']} | {layout} | {r['size'][0]}x"
                      f"{r['size'][1]} | {r['images_per_s']:.2f} | {paper or ''} | {r.get('times_paper', '')} | "
                      f"{'' if paper is None else ('yes' if r['meets_goal'] else 'no')} |")
     return "\n".join(lines)
@@ -106,7 +110,8 @@ def main() -> None:
         if reason is None and time.perf_counter() - start > args.budget_s:
             reason = f"the {args.budget_s:.0f} s budget ran out"
         if reason is not None:
-            print(f"skipped {row.model} {row.task} {row.backend} {row.precision}: {reason}")
+            print(f"skipped {row.model} {row.task} {row.backend} {row.precision}"
+                  f"{'' if row.channels_last else ' contiguous'}: {reason}")
             results.append({**row.__dict__, "skipped": reason})
             continue
         results.append(run_row(row, size, train_size, device, repeats))

@@ -102,3 +102,13 @@ def test_video_on_other_backends_matches_their_image_predict(clip, model, tmp_pa
     for k in (0, FRAMES - 1):
         saved = np.asarray(Image.open(tmp_path / "clip_labels" / f"frame_{k:06d}.png"))
         assert (saved == predictor.predict(frames[k])).mean() > 0.999, f"frame {k}"
+
+
+def test_frames_go_through_the_model_four_at_a_time(clip, model, tmp_path):
+    batches = []
+    handle = model.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        predict_files(model, [str(clip)], tmp_path)
+    finally:
+        handle.remove()
+    assert batches == [4, 4, 4]  # 12 frames

@@ -98,14 +98,18 @@ def inference_runner(model: nn.Module, backend: Backend, example: torch.Tensor) 
 
 def bench_inference(model: Segmentor, size: tuple[int, int], batch: int = 1, backend: Backend = "eager",
                     precision: Precision = "fp32", warmup: int = 3, repeats: int = 10,
-                    device: torch.device | str = "cpu") -> BenchResult:
+                    device: torch.device | str = "cpu", channels_last: bool | None = None) -> BenchResult:
+    """Inference latency on random input; ``channels_last`` (default: on CUDA, as
+    ``optimize_for_inference`` runs it) stores the weights channels-last."""
     device = torch.device(device)
     if backend == "onnx" and (precision != "fp32" or device.type != "cpu"):
         raise TransegError("the onnx backend runs fp32 on the CPU")
     model.require_input_size(size, "the benchmark size")
     dtype = autocast_dtype(precision, device)
     model = model.eval().to(device)
-    if device.type == "cuda":  # as optimize_for_inference runs it
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, *size, device=device)
     runner = inference_runner(model, backend, x)
