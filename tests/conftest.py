@@ -44,3 +44,13 @@ def hf_b0_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("hf_b0")
     hf_segformer("b0", 19).save_pretrained(directory)
     return directory
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped on a machine without a CUDA GPU (and only there)."""
+    if torch.cuda.is_available():
+        return
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(no_gpu)

@@ -139,7 +139,7 @@ class Example:
 
     def image(self) -> str:
         return self.input_path([self.inputs.image, self.inputs.thin, self.inputs.label], self.inputs.image,
-                               [".png", ".jpg", ""])
+                               [".png", ".jpg", "", ".mp4"])  # .mp4: mutated bytes read as a video
 
     def config(self) -> str:
         return self.input_path([self.inputs.config], self.inputs.config, [".yaml", ".yml"])
@@ -180,6 +180,10 @@ class Example:
         return self.args
 
 
+# a device: the CPU, or one this machine may lack (refused in one line), or not a device at all
+DEVICES = st.one_of(st.sampled_from(["cpu", "cuda", "cuda:7", "mps", "gpu", "CPU", "cpu:1", ""]), ODD_TEXT)
+
+
 def _positive(high: int) -> st.SearchStrategy[str]:
     return st.one_of(st.integers(1, high).map(str), HOSTILE_NUMBERS)
 
@@ -198,8 +202,8 @@ def _bench(e: Example) -> None:
     e.args = ["bench", e.model(), "--size", "32", "32", "--warmup", "0", "--repeats", "1"]
     e.options({"--size": lambda: e.pair(32, 64), "--batch": _positive(2), "--threads": _positive(2),
                "--repeats": _positive(2), "--warmup": st.one_of(st.integers(0, 1).map(str), HOSTILE_NUMBERS),
-               "--device": st.one_of(st.sampled_from(["cpu", "cuda", "cuda:7", "mps", "gpu", "CPU", ""]), ODD_TEXT),
-               "--precision": st.sampled_from(["fp32", "bf16", "fp64"]), "--num-classes": _positive(8),
+               "--device": DEVICES,
+               "--precision": st.sampled_from(["fp32", "bf16", "fp16", "fp64"]), "--num-classes": _positive(8),
                "--json": None})
 
 
@@ -207,7 +211,7 @@ def _export(e: Example) -> None:
     """Models that do not load only: a valid export takes half a minute (tests/inference cover it)."""
     e.args = ["export", e.model(valid=False), "--out", e.out("file")]
     e.options({"--size": lambda: e.pair(32, 64), "--opset": st.one_of(st.integers(17, 23).map(str), HOSTILE_NUMBERS),
-               "--num-classes": _positive(8), "--format": st.sampled_from(["onnx", "tflite"])})
+               "--num-classes": _positive(8), "--format": st.sampled_from(["onnx", "tflite"]), "--device": DEVICES})
 
 
 def _convert(e: Example) -> None:
@@ -223,7 +227,8 @@ def _predict(e: Example) -> None:
                                                                           ODD_TEXT, HOSTILE_NUMBERS),
                "--size-divisor": _positive(64), "--batch-size": _positive(4), "--no-flip": None,
                "--alpha": st.one_of(st.floats(0, 1).map(str), HOSTILE_NUMBERS), "--num-classes": _positive(8),
-               "--skip-existing": None, "--precision": st.sampled_from(["fp32", "bf16", "int8"]),
+               "--skip-existing": None, "--precision": st.sampled_from(["fp32", "bf16", "fp16", "int8"]),
+               "--device": DEVICES, "--save-labels": None,
                "--format": st.sampled_from(["png", "coco", "labelstudio", "cvat", "yolo"]),
                "--probs": st.sampled_from(["png", "npy", "jpg"])})
 
@@ -250,14 +255,14 @@ def _erf(e: Example) -> None:
     e.args = ["erf", e.model(), *[e.image() for _ in range(e.draw(st.integers(0, 2)))], "--out", e.out("dir"),
               "--size", "32", "32"]
     e.options({"--size": lambda: e.pair(32, 48), "--limit": _positive(2), "--num-classes": _positive(8),
-               "--scale": st.sampled_from(["log", "sqrt", "linear"])})
+               "--scale": st.sampled_from(["log", "sqrt", "linear"]), "--device": DEVICES})
 
 
 def _attention(e: Example) -> None:
     e.args = ["attention", e.draw(st.sampled_from(["segmenter-t16-mask", e.model()])), e.image(),
               "--patch", "0", "0", "--out", e.out("dir")]
     e.options({"--patch": lambda: e.pair(0, 4), "--layer": st.one_of(st.integers(0, 12).map(str), HOSTILE_NUMBERS),
-               "--size": lambda: e.pair(16, 48), "--num-classes": _positive(8)})
+               "--size": lambda: e.pair(16, 48), "--num-classes": _positive(8), "--device": DEVICES})
 
 
 def _data_check(e: Example) -> None:
@@ -272,7 +277,8 @@ def _eval(e: Example) -> None:
                "--split": st.one_of(st.sampled_from(["train", "val"]), ODD_TEXT),
                "--mode": st.sampled_from(["whole", "slide", "ms-flip", "x"]), "--by-object-size": None,
                "--size-thresholds": lambda: e.pair(1, 2000),
-               "--on-bad-sample": st.sampled_from(["error", "skip", "x"])})
+               "--on-bad-sample": st.sampled_from(["error", "skip", "x"]), "--device": DEVICES,
+               "--precision": st.sampled_from(["fp32", "bf16", "fp16", "int8"])})
     if "--out" not in e.args:
         e.args += ["--out", str(e.scratch / "out")]
 

@@ -102,17 +102,19 @@ def patch_attention(model: Segmentor, x: torch.Tensor, patch: tuple[int, int], l
         q, k, _ = attn.qkv(tokens).reshape(n, 3, heads, c // heads).permute(1, 2, 0, 3)  # (heads, N, d) each
         query = q[:, extra + y * grid[1] + col]  # (heads, d)
         weights = torch.softmax(torch.einsum("hd,hnd->hn", query, k) / math.sqrt(c // heads), dim=-1)
+    weights = weights.float().cpu()
     return PatchAttention(weights[:, extra:].reshape(heads, *grid), weights[:, :extra], (y, col), layer, p)
 
 
 def attention_of_file(model: Segmentor, path: Path, patch: tuple[int, int], layer: int = 0,
                       size: tuple[int, int] | None = None) -> tuple[PatchAttention, np.ndarray]:
     """``patch_attention`` on an image file, resized to ``size`` (H, W) if given and normalised with
-    the model's mean and std; also returns the (H, W, 3) uint8 image the model saw."""
+    the model's mean and std, on the model's device; also returns the (H, W, 3) uint8 image the model saw."""
     image = read_image(path)
     size = check_size(size or image.shape[:2], vit_encoder(model).patch_size, f"{path}: the attention input size")
     shown = np.array(resize_image(image, *size))
-    return patch_attention(model, normalize(shown, model.config.mean, model.config.std), patch, layer), shown
+    x = normalize(shown, model.config.mean, model.config.std).to(next(model.parameters()).device)
+    return patch_attention(model, x, patch, layer), shown
 
 
 def mark_patch(picture: Image.Image, patch: tuple[int, int], patch_size: int) -> Image.Image:

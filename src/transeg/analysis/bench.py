@@ -17,12 +17,12 @@ from torch import nn
 
 from transeg.engine.losses import segmentation_loss
 from transeg.errors import TransegError
-from transeg.inference.backends import OnnxSegmentor
+from transeg.inference.backends import OnnxSegmentor, autocast_dtype
 from transeg.inference.export import export_onnx
 from transeg.models.segmentor import Segmentor
 
 Backend = Literal["eager", "compile", "onnx"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @dataclass
@@ -98,15 +98,22 @@ def inference_runner(model: nn.Module, backend: Backend, example: torch.Tensor) 
 
 def bench_inference(model: Segmentor, size: tuple[int, int], batch: int = 1, backend: Backend = "eager",
                     precision: Precision = "fp32", warmup: int = 3, repeats: int = 10,
-                    device: torch.device | str = "cpu") -> BenchResult:
+                    device: torch.device | str = "cpu", channels_last: bool | None = None) -> BenchResult:
+    """Inference latency on random input; ``channels_last`` (default: on CUDA, as
+    ``optimize_for_inference`` runs it) stores the weights channels-last."""
     device = torch.device(device)
     if backend == "onnx" and (precision != "fp32" or device.type != "cpu"):
         raise TransegError("the onnx backend runs fp32 on the CPU")
     model.require_input_size(size, "the benchmark size")
+    dtype = autocast_dtype(precision, device)
     model = model.eval().to(device)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, *size, device=device)
     runner = inference_runner(model, backend, x)
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+    autocast = torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None)
 
     def run() -> None:
         with torch.inference_mode(), autocast:
@@ -129,14 +136,17 @@ def bench_train_step(model: Segmentor, size: tuple[int, int], batch: int = 2, pr
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
     x = torch.randn(batch, 3, *size, device=device)
     y = torch.randint(0, model.num_classes, (batch, *size), device=device)
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+    dtype = autocast_dtype(precision, device)
+    autocast = torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # as training runs fp16
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = step_model(x).logits
-        segmentation_loss(logits, y).backward()
-        optimizer.step()
+        scaler.scale(segmentation_loss(logits, y)).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     times = _time(run, device, warmup, repeats)
     return _result(model.config.name, "train", backend, precision, device, batch, size, times)

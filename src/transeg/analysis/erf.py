@@ -173,13 +173,14 @@ def compute_erf(model: Segmentor, images: Iterable[torch.Tensor], count: int | N
 def erf_of_files(model: Segmentor, paths: Sequence[Path], size: tuple[int, int] = (512, 512),
                  show_progress: bool = True) -> ERFResult:
     """The ERF maps of ``model`` averaged over the image files ``paths``, each resized to ``size``
-    (H, W) and normalised with the model's mean and std."""
+    (H, W) and normalised with the model's mean and std, on the model's device."""
     if not paths:
         raise TransegError("no images given for the effective receptive field")
     strides = getattr(model.encoder, "strides", None) or (32,)
     size = check_size(size, max(32, *strides))
     mean, std = model.config.mean, model.config.std
-    images = (prepare_image(read_image(p), size, mean, std) for p in paths)
+    device = next(model.parameters()).device
+    images = (prepare_image(read_image(p), size, mean, std).to(device) for p in paths)
     return compute_erf(model, images, len(paths), show_progress)
 
 

@@ -24,8 +24,8 @@ COMMANDS = {
                          "Train the model described by CONFIG (YAML); run under torchrun for several processes."),
     "eval": LazyCommand("transeg.cli.run:eval_command", "Evaluate MODEL (any checkpoint) on a dataset: mIoU, "
                         "per-class IoU/Acc/Dice, confusion matrix."),
-    "predict": LazyCommand("transeg.cli.run:predict", "Segment IMAGES (files, folders or globs) with MODEL; "
-                           "write label PNGs and overlays to --out."),
+    "predict": LazyCommand("transeg.cli.run:predict", "Segment IMAGES (files, folders, globs or videos) with "
+                           "MODEL; write label PNGs and overlays to --out."),
     "serve": LazyCommand("transeg.cli.serve:serve_command", "Serve MODEL over HTTP: POST /predict, GET /health, "
                          "GET /metadata, and a web page at /."),
     "data": LazyCommand("transeg.cli.run:data_group", "Dataset tools."),

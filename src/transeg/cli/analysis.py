@@ -36,7 +36,8 @@ from transeg.inference.predict import expand_images
 @size_option()
 @click.option("--batch", type=BATCH, default=1, show_default=True)
 @click.option("--threads", type=COUNT, default=None, help="torch (and ONNX Runtime) threads.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="bf16: autocast (CPUs with AVX512-BF16/AMX, GPUs); fp16: autocast on a GPU.")
 @click.option("--backend", type=click.Choice(["eager", "compile", "onnx"]), default="eager", show_default=True)
 @DEVICE_OPTION
 @click.option("--train", "train_step", is_flag=True, help="Time a training step instead of inference.")
@@ -111,11 +112,12 @@ def robustness_command(model: str, dataset_name: str, data_root: Path, split: st
 @pair_option("--size", "Resize the image to H x W first (default: its own size).", metavar="H W")
 @num_classes_option()
 @OUT_DIR_OPTION
+@DEVICE_OPTION
 def attention_command(model: str, image: Path, patch: tuple[int, int], layer: int, size: tuple[int, int] | None,
-                      num_classes: int | None, out_dir: Path) -> None:
+                      num_classes: int | None, out_dir: Path, device: str) -> None:
     """Per-head attention maps (Segmenter Fig. 1) of one patch of IMAGE in a ViT-based MODEL:
     head_XX.png, attention.png and attention.json in --out."""
-    result, shown = attention_of_file(load_model(model, num_classes), image, patch, layer, size)
+    result, shown = attention_of_file(load_model(model, num_classes).to(device), image, patch, layer, size)
     written = write_attention_outputs(result, shown, out_dir, source=str(image))
     console.print(f"wrote {len(written)} files to {out_dir} (patch {patch[0]} {patch[1]}, layer {layer})")
 
@@ -129,14 +131,15 @@ def attention_command(model: str, image: Path, patch: tuple[int, int], layer: in
 @num_classes_option()
 @click.option("--scale", type=click.Choice(["log", "sqrt"]), default="log", show_default=True,
               help="Display scale of the heatmaps, each divided by its maximum (log: 3 decades).")
+@DEVICE_OPTION
 def erf_command(model: str, images: tuple[str, ...], out_dir: Path, size: tuple[int, int], limit: int | None,
-                num_classes: int | None, scale: str) -> None:
+                num_classes: int | None, scale: str, device: str) -> None:
     """Effective receptive fields (SegFormer Fig. 3) of each encoder stage and of the head of MODEL,
     averaged over IMAGES (files, folders or globs): erf.png, erf_<name>.png and erf.json in --out."""
     if not images:
         raise TransegError("no images given: pass image files, folders or globs after MODEL")
     paths = expand_images(images)[:limit]
-    segmentor = load_model(model, num_classes)
+    segmentor = load_model(model, num_classes).to(device)
     result = erf_of_files(segmentor, paths, size)
     source = None if model == segmentor.config.name else model
     write_erf_outputs(result, out_dir, segmentor.config.name, scale, source=source)

@@ -10,7 +10,7 @@ import click
 from transeg.analysis.complexity import model_complexity
 from transeg.api import load_model
 from transeg.cli.console import console
-from transeg.cli.options import JSON_OPTION, num_classes_option, pair_option, size_option
+from transeg.cli.options import DEVICE_OPTION, JSON_OPTION, num_classes_option, pair_option, size_option
 from transeg.cli.types import OUTPUT_FILE, WIDTH, check_output, refuse_replacing
 from transeg.errors import TransegError
 from transeg.inference.export import MAX_OPSET, MIN_OPSET, export_onnx
@@ -63,10 +63,11 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_wid
 @click.option("--opset", type=click.IntRange(MIN_OPSET, MAX_OPSET), default=18, show_default=True)
 @num_classes_option()
 @pair_option("--size", "Fix the input H W (default: dynamic; Swin needs it).")
+@DEVICE_OPTION
 def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int | None,
-                   size: tuple[int, int] | None) -> None:
+                   size: tuple[int, int] | None, device: str) -> None:
     """Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size)."""
-    segmentor = load_model(model, num_classes)
+    segmentor = load_model(model, num_classes).to(device)
     with console.status(f"exporting {segmentor.config.name} to ONNX"):
         path = export_onnx(segmentor, out, opset=opset, size=size)
     shape = "(B, 3, H, W)" if size is None else f"(B, 3, {size[0]}, {size[1]})"

@@ -12,16 +12,18 @@ from transeg.cli.types import CLASSES, DEVICE, OUTPUT_DIR, SIDE
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 BACKEND_OPTION = click.option(
-    "--backend", type=click.Choice(["auto", "eager", "onnx"]), default="auto", show_default=True,
+    "--backend", type=click.Choice(["auto", "eager", "onnx", "compile"]), default="auto", show_default=True,
     help="auto: ONNX Runtime (exported once, cached) for fp32 on the CPU when the onnx extra is installed, "
-         "else PyTorch eager.")
-PRECISION_OPTION = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
-                                show_default=True, help="bf16: eager under autocast (AVX512-BF16/AMX CPUs, GPUs).")
+         "else PyTorch eager; compile: eager through torch.compile (compiles once per input size).")
+PRECISION_OPTION = click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+                                show_default=True, help="bf16: autocast (AVX512-BF16/AMX CPUs, GPUs); "
+                                                        "fp16: autocast on a GPU.")
 OVERRIDES_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                                 help="Override a config value.")
 OUT_DIR_OPTION = click.option("--out", "out_dir", type=OUTPUT_DIR, required=True, help="Output folder.")
 DEVICE_OPTION = click.option("--device", type=DEVICE, default="cpu", show_default=True,
-                             help="cpu, cuda, cuda:N or mps (one this machine has).")
+                             help="cpu, cuda, cuda:N or mps (one this machine has); under torchrun each "
+                                  "process takes the GPU of its local rank.")
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 

@@ -15,6 +15,7 @@ from transeg.api import load_model
 from transeg.cli.console import console
 from transeg.cli.options import (
     BACKEND_OPTION,
+    DEVICE_OPTION,
     OUT_DIR_OPTION,
     OVERRIDES_OPTION,
     PRECISION_OPTION,
@@ -38,6 +39,7 @@ from transeg.data.annotations.importer import FORMATS, import_annotations
 from transeg.data.annotations.rasterise import OVERLAP_RULES
 from transeg.data.check import check_dataset, diagnose, format_report
 from transeg.demo import run_demo
+from transeg.engine.distributed import all_reduce_count, distributed_job
 from transeg.engine.evaluate import (
     ScaleEvaluation,
     evaluate_test_scales,
@@ -52,18 +54,20 @@ from transeg.errors import TransegError
 from transeg.inference.backends import optimize_for_inference
 from transeg.inference.modes import passes_per_image
 from transeg.inference.predict import expand_images, label_outputs, predict_files
+from transeg.inference.video import is_video
 from transeg.models.segmentor import Segmentor
 
 
 def inference_model(segmentor: Segmentor, backend: str, precision: str, images: int, mode: str,
-                    scales: Sequence[float], flip: bool) -> nn.Module:
-    """``optimize_for_inference`` for a job of ``images`` images, saying so when an ONNX export runs."""
+                    scales: Sequence[float], flip: bool, device: str = "cpu") -> nn.Module:
+    """``optimize_for_inference`` on ``device`` for a job of ``images`` images, saying so when an ONNX
+    export runs."""
 
     def announce(path: Path) -> None:
         console.print(f"exporting {segmentor.config.name} to ONNX once (cached in {path.parent})")
 
     passes = images * passes_per_image(mode, scales, flip)
-    return optimize_for_inference(segmentor, backend, precision, passes, on_export=announce)
+    return optimize_for_inference(segmentor, backend, precision, passes, on_export=announce, device=device)
 
 
 @click.command()
@@ -89,26 +93,35 @@ def inference_model(segmentor: Segmentor, backend: str, precision: str, images: 
 @click.option("--probs", type=click.Choice(["png", "npy"]), is_flag=False, flag_value="png", default=None,
               help="Write <stem>_confidence.png (max class probability x 255); `--probs npy` adds "
                    "<stem>_probs.npy, the (K, H, W) float16 probabilities.")
+@click.option("--save-labels", is_flag=True, help="Videos: also write one label PNG per frame.")
 @BACKEND_OPTION
 @PRECISION_OPTION
+@DEVICE_OPTION
 def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
             crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: tuple[float, ...], no_flip: bool,
             size_divisor: int | None, batch_size: int, alpha: float, skip_existing: bool, export_format: str,
-            probs: str | None, backend: str, precision: str) -> None:
-    """Segment IMAGES (files, folders or globs) with MODEL; write label PNGs and overlays to --out."""
+            probs: str | None, save_labels: bool, backend: str, precision: str, device: str) -> None:
+    """Segment IMAGES (files, folders, globs or videos) with MODEL; write label PNGs and overlays to --out."""
     segmentor = load_model(model, num_classes)
-    if model == segmentor.config.name:
-        console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real predictions")
     paths = [str(p) for p in expand_images(images)]
-    runner = inference_model(segmentor, backend, precision, len(paths), mode, scales, not no_flip)
-    written = predict_files(
-        runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scales, flip=not no_flip,
-        size_divisor=size_divisor, batch_size=batch_size, alpha=alpha, skip_existing=skip_existing, probs=probs,
-    )
-    skipped = f" ({len(paths) - len(written)} already there, skipped)" if len(written) < len(paths) else ""
-    console.print(f"wrote {len(written)} label maps and overlays to {out_dir}{skipped}")
-    if export_format != "png":
-        console.print(f"wrote {export_predictions(export_format, segmentor, paths, out_dir)}")
+    videos = [path for path in paths if is_video(Path(path))]
+    if export_format != "png" and videos:
+        raise TransegError(f"{videos[0]}: --format {export_format} takes images, not videos")
+    with distributed_job(device) as info:
+        if model == segmentor.config.name and info.is_main:
+            console.print(f"[yellow]note:[/] {model} has random weights; pass a checkpoint for real predictions")
+        runner = inference_model(segmentor, backend, precision, len(paths) // info.world_size, mode, scales,
+                                 not no_flip, str(info.device))
+        written = all_reduce_count(len(predict_files(
+            runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scales, flip=not no_flip,
+            size_divisor=size_divisor, batch_size=batch_size, alpha=alpha, skip_existing=skip_existing,
+            probs=probs, save_labels=save_labels, rank=info.rank, world_size=info.world_size, device=info.device,
+        )), info)
+    skipped = f" ({len(paths) - written} already there, skipped)" if written < len(paths) else ""
+    if info.is_main:
+        console.print(f"wrote {written} label maps and overlays to {out_dir}{skipped}")
+        if export_format != "png":
+            console.print(f"wrote {export_predictions(export_format, segmentor, paths, out_dir)}")
 
 
 def export_predictions(fmt: str, segmentor: Segmentor, paths: Sequence[str], out_dir: Path) -> Path:
@@ -162,10 +175,11 @@ def train_command(config: Path, overrides: tuple[str, ...], resume: bool, resume
                    "96²); implies --by-object-size.")
 @BACKEND_OPTION
 @PRECISION_OPTION
+@DEVICE_OPTION
 def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], split: str | None, mode: str | None,
                  out_dir: Path | None, test_scales: tuple[tuple[int, int], ...], on_bad_sample: str,
                  by_object_size: bool,
-                 size_thresholds: tuple[int, int] | None, backend: str, precision: str) -> None:
+                 size_thresholds: tuple[int, int] | None, backend: str, precision: str, device: str) -> None:
     """Evaluate MODEL (any checkpoint) on a dataset: mIoU, per-class IoU/Acc/Dice, confusion matrix."""
     overrides = (*overrides, *([f"eval.mode={mode}"] if mode else []))
     if by_object_size or size_thresholds:
@@ -180,18 +194,22 @@ def eval_command(model: str, config_path: Path, overrides: tuple[str, ...], spli
         raise TransegError(f"{config_path}: data.val_split is null; name the split with --split")
     dataset = build_dataset_from_config(cfg.data, split)
     require_same_classes(segmentor, dataset, model)
-    runner = inference_model(segmentor, backend, precision, len(dataset) * len(scales), cfg.eval.mode,
-                             cfg.eval.scales, cfg.eval.flip)
     out_dir = out_dir or check_output(str(Path(model).parent if Path(model).exists() else Path(".")), "dir")
+    with distributed_job(device) as info:
+        runner = inference_model(segmentor, backend, precision, len(dataset) * len(scales) // info.world_size,
+                                 cfg.eval.mode, cfg.eval.scales, cfg.eval.flip, str(info.device))
+
+        def show(result: ScaleEvaluation) -> None:
+            if len(scales) > 1 and info.is_main:
+                click.echo(f"test scale {result.label}")
+            if info.is_main:
+                click.echo(result.metrics.format_table())
+
+        results = evaluate_test_scales(runner, dataset, cfg.eval, scales, cfg.data.size_divisor, on_result=show,
+                                       on_bad_sample=on_bad_sample, info=info)
+    if not info.is_main:  # every process holds the reduced results; the first writes them
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    def show(result: ScaleEvaluation) -> None:
-        if len(scales) > 1:
-            click.echo(f"test scale {result.label}")
-        click.echo(result.metrics.format_table())
-
-    results = evaluate_test_scales(runner, dataset, cfg.eval, scales, cfg.data.size_divisor, on_result=show,
-                                   on_bad_sample=on_bad_sample)
     written = save_confusion_pngs(results, out_dir, list(dataset.classes))
     report = metrics_report(results, model=model, split=split, mode=cfg.eval.mode, precision=precision)
     if len(scales) > 1:

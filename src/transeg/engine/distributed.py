@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -27,19 +29,49 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group ``torchrun`` describes (gloo on CPU, nccl on GPU); one process otherwise."""
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group ``torchrun`` describes (gloo on CPU, nccl on GPU); one process otherwise.
+
+    ``device``: cpu, cuda, cuda:N or mps; None: CUDA when this machine has it. Under torchrun a CUDA
+    process takes the GPU of its ``LOCAL_RANK``; alone it takes ``cuda:N`` as given (``cuda``: GPU 0).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    requested = torch.device(device) if device is not None else None
+    cuda = requested.type == "cuda" if requested is not None else torch.cuda.is_available()
     if cuda:
+        index = local_rank if world_size > 1 or requested is None else (requested.index or 0)
+        device = torch.device("cuda", index)
         torch.cuda.set_device(device)
+    else:
+        device = requested or torch.device("cpu")
     if world_size == 1:
         return DistInfo(device=device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+
+
+@contextmanager
+def distributed_job(device: str | None = None) -> Iterator[DistInfo]:
+    """``init_distributed(device)`` for one command, leaving the process group it joined on exit."""
+    joined = not dist.is_initialized()
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_reduce_count(count: int, info: DistInfo) -> int:
+    """``count`` summed over the processes (as is when there is one)."""
+    if not info.distributed:
+        return count
+    total = torch.tensor([count], dtype=torch.int64,
+                         device=info.device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 class CPUSyncBatchNorm(nn.BatchNorm2d):

@@ -112,12 +112,15 @@ class ScaleEvaluation:
 def evaluate_test_scales(model: Segmentor, dataset: SegmentationDataset, cfg: EvalSection,
                          test_scales: Sequence[TestScale], size_divisor: int | None = None,
                          on_result: Callable[[ScaleEvaluation], None] | None = None,
-                         show_progress: bool = True, on_bad_sample: str = "error") -> list[ScaleEvaluation]:
-    """``evaluate`` once per test scale, in order; ``on_result`` receives each result as it is ready."""
+                         show_progress: bool = True, on_bad_sample: str = "error",
+                         info: DistInfo | None = None) -> list[ScaleEvaluation]:
+    """``evaluate`` once per test scale, in order; ``on_result`` receives each result as it is ready.
+    Under torchrun (``info``) each process evaluates its share of the images and every process gets
+    the results summed over all of them."""
     results = []
     for scale in test_scales:
-        metrics, confusion = evaluate(model, dataset, cfg, scale, size_divisor, show_progress=show_progress,
-                                      on_bad_sample=on_bad_sample)
+        metrics, confusion = evaluate(model, dataset, cfg, scale, size_divisor, info=info,
+                                      show_progress=show_progress, on_bad_sample=on_bad_sample)
         results.append(ScaleEvaluation(scale, metrics, confusion))
         if on_result is not None:
             on_result(results[-1])

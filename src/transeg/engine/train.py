@@ -67,6 +67,8 @@ def build_training_model(section: ModelSection, dataset: SegmentationDataset) ->
     return model
 
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision -> autocast dtype
+
 class _TrainForward(nn.Module):
     """Routes ``forward`` to ``forward_train`` so that DDP sees the training pass."""
 

@@ -2,8 +2,9 @@
 
 Every backend is an ``InferenceModel``: a call (B, 3, H, W) normalised float32 -> logits (B, K, h, w),
 plus the model's ``config``, ``num_classes`` and ``min_input_size``. ``Segmentor`` itself is the eager backend;
-``AutocastSegmentor`` runs it under bf16 autocast; ``OnnxSegmentor`` runs its ONNX export in ONNX
-Runtime. ``optimize_for_inference`` picks one: what predict and eval use by default.
+``AutocastSegmentor`` runs it under bf16 or fp16 autocast; ``CompiledSegmentor`` runs it through
+``torch.compile``; ``OnnxSegmentor`` runs its ONNX export in ONNX Runtime. ``optimize_for_inference``
+picks one: what predict and eval use by default.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from transeg.inference.export import export_onnx
 from transeg.models.config import ModelConfig
 from transeg.models.segmentor import Segmentor
 
-Backend = Literal["auto", "eager", "onnx"]
-Precision = Literal["fp32", "bf16"]
-BACKENDS = ("auto", "eager", "onnx")
-PRECISIONS = ("fp32", "bf16")
+Backend = Literal["auto", "eager", "onnx", "compile"]
+Precision = Literal["fp32", "bf16", "fp16"]
+BACKENDS = ("auto", "eager", "onnx", "compile")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @runtime_checkable
@@ -95,19 +96,36 @@ def onnx_available() -> bool:
 ONNX_MIN_IMAGES = 1000
 
 
+def autocast_dtype(precision: Precision, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``: None for fp32, bfloat16 anywhere, float16 on
+    a GPU (CUDA or MPS) only: CPUs have no fast fp16 matmul, bf16 is their reduced precision."""
+    if precision not in PRECISIONS:
+        raise TransegError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and torch.device(device).type == "cpu":
+        raise TransegError("fp16 inference runs on a GPU (--device cuda or mps); use --precision bf16 on the CPU")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 def resolve_backend(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
-                    images: int | None = None) -> str:
+                    images: int | None = None, device: torch.device | str | None = None) -> str:
     """The concrete backend for a job of ``images`` images (None: open-ended, e.g. a service).
 
     ``auto`` is the fastest path for the job: ONNX Runtime for fp32 on the CPU when the ``onnx``
     extra is installed and the export is cached or the job repays it (``ONNX_MIN_IMAGES``), else
-    eager (itself 2.5-3.5x faster than transformers' eager SegFormer, see the README).
+    eager (itself 2.5-3.5x faster than transformers' eager SegFormer, see the README). ``compile``
+    is never picked by ``auto``: on the CPU it did not beat eager (benchmarks/compile_cpu.py), and
+    on GPUs it is unmeasured.
+    ``device`` (default: where the model's weights are) is where the job runs.
     """
     if backend not in BACKENDS:
         raise TransegError(f"unknown inference backend {backend!r} (known: {', '.join(BACKENDS)})")
-    if precision not in PRECISIONS:
-        raise TransegError(f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})")
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if device is None:
+        on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    else:
+        on_cpu = torch.device(device).type == "cpu"
+    autocast_dtype(precision, "cpu" if on_cpu else "cuda")
     if backend == "onnx" and (precision != "fp32" or not on_cpu):
         raise TransegError("the onnx backend runs fp32 on the CPU; use --backend eager for bf16 or a GPU")
     if backend == "onnx" and not model.onnx_dynamic_size:
@@ -122,16 +140,31 @@ def resolve_backend(model: Segmentor, backend: Backend = "auto", precision: Prec
 
 
 class AutocastSegmentor(BackendModule):
-    """``model`` run under bf16 autocast (matmuls and convolutions in bf16, reductions in fp32);
-    returns float32 logits. (B, 3, H, W) -> (B, K, h, w)."""
+    """``model`` run under ``dtype`` autocast (bfloat16 or float16: matmuls and convolutions in it,
+    reductions in fp32); returns float32 logits. (B, 3, H, W) -> (B, K, h, w)."""
 
-    def __init__(self, model: Segmentor) -> None:
+    def __init__(self, model: Segmentor, dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__(model.config, model.min_input_size)
         self.model = model
+        self.dtype = dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, torch.bfloat16):
+        with torch.autocast(x.device.type, self.dtype):
             return self.model(x).float()
+
+
+class CompiledSegmentor(BackendModule):
+    """``model`` (a Segmentor or an ``AutocastSegmentor``) run through ``torch.compile``: the first
+    call at each new input shape compiles (seconds to minutes), later ones reuse the kernels.
+    (B, 3, H, W) -> (B, K, h, w)."""
+
+    def __init__(self, model: Segmentor | AutocastSegmentor) -> None:
+        super().__init__(model.config, model.min_input_size)
+        self.model = model
+        self.compiled = torch.compile(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.compiled(x)
 
 
 class OnnxSegmentor(BackendModule):
@@ -159,20 +192,29 @@ class OnnxSegmentor(BackendModule):
 
 def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
                            images: int | None = None,
-                           on_export: Callable[[Path], None] | None = None) -> InferenceModel:
+                           on_export: Callable[[Path], None] | None = None,
+                           device: torch.device | str = "cpu") -> InferenceModel:
     """The model in its inference form, same outputs within 1e-4 of the training-form module (fp32).
 
     ``eager``: the PyTorch module in eval mode (SegFormer's decoder runs its composed projections,
     with the BatchNorm folded in); ``onnx``: exported once with dynamic shapes (cached under
     ``$TRANSEG_CACHE`` or ``~/.cache/transeg``, keyed by the weights) and run by ONNX Runtime on the
-    CPU; ``auto`` (the default): the faster of the two for a job of ``images`` images, see
-    ``resolve_backend``. ``precision="bf16"`` runs eager under bf16 autocast (fast on CPUs with
-    AVX512-BF16/AMX and on GPUs). ``on_export(path)`` is called before an export runs.
+    CPU; ``compile``: eager through ``torch.compile``; ``auto`` (the default): the faster of eager and
+    onnx for a job of ``images`` images, see ``resolve_backend``. ``precision="bf16"`` (fast on CPUs
+    with AVX512-BF16/AMX and on GPUs) or ``"fp16"`` (GPUs) runs under autocast. The model is moved to
+    ``device``; on CUDA its weights are stored channels-last (the layout of cuDNN's fastest
+    convolutions). ``on_export(path)`` is called before an export runs.
     """
+    device = torch.device(device)
     model = model.eval()
-    backend = resolve_backend(model, backend, precision, images)
-    if backend == "eager":
-        return AutocastSegmentor(model) if precision == "bf16" else model
+    backend = resolve_backend(model, backend, precision, images, device)
+    if backend in ("eager", "compile"):
+        model = model.to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        dtype = autocast_dtype(precision, device)
+        runner = model if dtype is None else AutocastSegmentor(model, dtype)
+        return CompiledSegmentor(runner) if backend == "compile" else runner
     path = onnx_cache_path(model)
     if not path.is_file():
         if on_export is not None:

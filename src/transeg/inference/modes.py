@@ -286,13 +286,27 @@ class Predictor:
         For 'ms-flip' these are the log of the averaged probabilities (their logit for K == 1), so
         that softmax (sigmoid) gives those probabilities back.
         """
-        h, w = image.shape[:2]
+        return self._checked_logits(normalize(image, self.mean, self.std))
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """B (H, W, 3) uint8 RGB images of one size -> (B, H, W) labels (dtype as ``predict``), the B
+        images going through the model together (video frames)."""
+        if len({image.shape for image in images}) != 1:
+            raise TransegError("a batch of images must share one size")
+        logits = self._checked_logits(torch.cat([normalize(image, self.mean, self.std) for image in images]))
+        labels = logits_to_labels(logits).cpu().numpy()
+        return labels.astype(np.uint8) if logits.shape[1] <= 256 else labels
+
+    def _checked_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised on the CPU -> (B, K, H, W) logits on ``device``; too large an image
+        for whole-image inference, or running out of memory, is a TransegError saying what to do."""
+        h, w = x.shape[-2:]
         if self.window is None and h * w > self.max_whole_pixels:
             raise TransegError(
                 f"a {w}x{h} image ({h * w / 1e6:.0f} Mpx) is too large for whole-image inference (limit "
                 f"{self.max_whole_pixels / 1e6:.0f} Mpx): use slide mode, e.g. --mode slide --crop 1024 1024 "
                 "--stride 768 768, whose activations stay the size of one batch of windows")
-        x = normalize(image, self.mean, self.std).to(self.device)
+        x = x.to(self.device)
         try:
             with torch.inference_mode():
                 return self._logits(x)

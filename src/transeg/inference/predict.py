@@ -17,6 +17,7 @@ from transeg.data.rasters import is_tiff
 from transeg.errors import TransegError
 from transeg.inference.modes import Predictor
 from transeg.inference.stream import predict_tiff
+from transeg.inference.video import is_video, predict_video, video_outputs
 from transeg.models.segmentor import Segmentor
 from transeg.viz import overlay
 from transeg.weights.files import write_atomic
@@ -89,31 +90,58 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
                                "choose another --out folder")
 
 
+def _outputs(out_dir: Path, path: Path, stem: str) -> tuple[Path, Path]:
+    """What ``predict_files`` writes for the input ``path``: label map and overlay of an image, overlay
+    video and label folder of a video."""
+    return video_outputs(out_dir, stem) if is_video(path) else output_paths(out_dir, stem, is_tiff(path))
+
+
+def _done(out_dir: Path, path: Path, stem: str, save_labels: bool) -> bool:
+    """Whether the outputs of ``path`` are all in ``out_dir`` (a video's is renamed into place last)."""
+    if is_video(path):
+        video, labels = video_outputs(out_dir, stem)
+        return video.is_file() and (not save_labels or labels.is_dir())
+    return all(p.is_file() for p in _outputs(out_dir, path, stem))
+
+
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
-                  skip_existing: bool = False, probs: str | None = None, **predictor_options) -> list[Path]:
+                  skip_existing: bool = False, probs: str | None = None, save_labels: bool = False, rank: int = 0,
+                  world_size: int = 1, **predictor_options) -> list[Path]:
     """Write ``<stem>.png`` (palette label map, input size; ``<stem>.tif`` for TIFF inputs, see
     ``predict_tiff``) and ``<stem>_overlay.jpg`` per image, each atomically (an interrupted run leaves
-    no half-written file); returns the label maps written. ``skip_existing`` skips the images whose
-    two outputs are both there, which resumes a long run. ``probs`` ('png' or 'npy') adds the
-    confidence map (and the probabilities) of ``write_probs``; TIFF inputs do not take it."""
+    no half-written file); returns the label maps written. A video (``VIDEO_SUFFIXES``) gives
+    ``<stem>_overlay.mp4`` instead, and with ``save_labels`` its per-frame label maps in
+    ``<stem>_labels/`` (see ``predict_video``); the video itself is returned. ``probs`` ('png' or
+    'npy') adds the confidence map (and the probabilities) of ``write_probs`` for images other than
+    TIFF. ``skip_existing`` skips the inputs whose outputs are all there, which resumes a long run.
+    Process ``rank`` of ``world_size`` (torchrun) takes every ``world_size``-th input, so that the
+    processes together write each output once."""
     paths = expand_images(images)
     stems = output_stems(paths)
-    if probs and any(is_tiff(path) for path in paths):
-        raise TransegError(f"--probs is not available for TIFF inputs ({next(p for p in paths if is_tiff(p))})")
-    outputs = [output_paths(out_dir, stem, is_tiff(path)) for path, stem in zip(paths, stems, strict=True)]
-    _refuse_overwriting_inputs(paths, [p for pair in outputs for p in pair])
+    unsupported = [path for path in paths if is_tiff(path) or is_video(path)]
+    if probs and unsupported:
+        raise TransegError(f"{unsupported[0]}: --probs takes images other than TIFF and video")
+    _refuse_overwriting_inputs(paths, [p for path, stem in zip(paths, stems, strict=True)
+                                       for p in _outputs(out_dir, path, stem)])
+    paths, stems = paths[rank::world_size], stems[rank::world_size]
     predictor = Predictor(model, **predictor_options)
     palette = np.asarray(model.config.palette, np.uint8) if model.config.palette else default_palette(
         max(model.num_classes, 2))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True, disable=len(paths) < 2) as progress:
+    with Progress(*columns, transient=True, disable=len(paths) < 2 or rank > 0) as progress:
         task = progress.add_task("predict", total=len(paths))
-        for path, stem, (label_path, overlay_path) in zip(paths, stems, outputs, strict=True):
-            if skip_existing and label_path.is_file() and overlay_path.is_file():
+        for path, stem in zip(paths, stems, strict=True):
+            if skip_existing and _done(out_dir, path, stem, save_labels):
                 progress.advance(task)
                 continue
+            if is_video(path):
+                predict_video(predictor, path, out_dir, stem, palette, alpha, save_labels)
+                written.append(video_outputs(out_dir, stem)[0])
+                progress.advance(task)
+                continue
+            label_path, overlay_path = _outputs(out_dir, path, stem)
             if is_tiff(path):
                 previews: list[np.ndarray] = []
                 write_atomic(label_path, lambda tmp, path=path, previews=previews: previews.append(
