@@ -43,7 +43,8 @@ def export_onnx(model: Segmentor, path: str | os.PathLike[str], opset: int = DEF
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     device = next(model.parameters()).device  # traced where the model is (the graph is the same)
-    example = torch.randn(2, model.in_channels, *(size or (256, 256)), device=device)  # a batch of 1 would be specialised to 1
+    # a batch of 1 would be specialised to 1
+    example = torch.randn(2, model.in_channels, *(size or (256, 256)), device=device)
     dims = {0: torch.export.Dim("batch", min=1, max=1024)}
     if size is None:
         dims.update({axis: torch.export.Dim(name, min=32, max=8192) for axis, name in ((2, "height"), (3, "width"))})
