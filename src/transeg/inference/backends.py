@@ -3,7 +3,8 @@
 Every backend is an ``InferenceModel``: a call (B, 3, H, W) normalised float32 -> logits (B, K, h, w),
 plus the model's ``config``, ``num_classes`` and ``min_input_size``. ``Segmentor`` itself is the eager backend;
 ``AutocastSegmentor`` runs it under bf16 autocast; ``OnnxSegmentor`` runs its ONNX export in ONNX
-Runtime. ``optimize_for_inference`` picks one: what predict and eval use by default.
+Runtime; ``Int8Segmentor`` runs an INT8 file of ``transeg export --int8`` (``int8`` backend), built from
+the file alone. ``optimize_for_inference`` picks one of the first three: what predict and eval use by default.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from transeg.errors import TransegError
 from transeg.inference.export import export_onnx
 from transeg.models.config import ModelConfig
+from transeg.models.factory import model_config_from_json
 from transeg.models.segmentor import Segmentor
 
 Backend = Literal["auto", "eager", "onnx"]
@@ -155,6 +157,29 @@ class OnnxSegmentor(BackendModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy())})
         return torch.from_numpy(logits)
+
+
+class Int8Segmentor(OnnxSegmentor):
+    """The ``int8`` backend: ONNX Runtime on a file written by ``transeg export --int8`` (without
+    ``--embed-preprocess``), (B, 3, H, W) normalised float32 -> logits (B, K, h, w). Config and
+    ``min_input_size`` come from the file's metadata. ONNX Runtime, not OpenVINO: the faster of the
+    two on this model (``benchmarks/int8.py``)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+        import onnx
+
+        try:
+            graph = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # onnx's own parse errors name no file
+            raise TransegError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+        meta = {prop.key: prop.value for prop in graph.metadata_props}
+        if "quantization" not in meta or "transeg_config" not in meta:
+            raise TransegError(f"{path}: not an INT8 model of transeg export --int8 (no quantization metadata)")
+        if graph.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise TransegError(f"{path}: takes uint8 images (--embed-preprocess); the int8 backend needs the "
+                               "float-input export")
+        config = model_config_from_json(meta["transeg_config"], str(path))
+        super().__init__(path, config, int(meta["min_input_size"]), threads)
 
 
 def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
