@@ -25,7 +25,9 @@ from PIL import Image
 import transeg
 from transeg.data.datasets import build_dataset
 from transeg.engine.quant_eval import compare_int8, onnx_labeler
+from transeg.inference.backends import Int8Segmentor
 from transeg.inference.export import export_onnx
+from transeg.inference.modes import Predictor
 from transeg.inference.quantize import quantize_int8
 
 Run = Callable[[np.ndarray], object]
@@ -110,12 +112,13 @@ def main() -> None:
             for label, value in ms.items():
                 print(f"  {label:<15} {value:8.1f} {base / value:11.2f}x")
             if trained and (CAMVID / "images" / "val").is_dir():
-                report = compare_int8(onnx_labeler(fp32, threads=args.threads),
-                                      onnx_labeler(int8, threads=args.threads),
-                                      build_dataset("camvid", CAMVID, "val"))
-                print(f"  CamVid val ({report.images} images), ORT INT8 vs fp32: label agreement "
-                      f"{report.agreement * 100:.2f}%, mIoU {report.miou_fp32:.2f} -> {report.miou_int8:.2f} "
-                      f"(drop {report.drop:.2f} points)")
+                reference = onnx_labeler(fp32, threads=args.threads)
+                for runtime in ("onnxruntime", "openvino"):
+                    int8_labels = Predictor(Int8Segmentor(int8, args.threads, runtime)).predict
+                    report = compare_int8(reference, int8_labels, build_dataset("camvid", CAMVID, "val"))
+                    print(f"  CamVid val ({report.images} images), INT8 in {runtime} vs ORT fp32: label agreement "
+                          f"{report.agreement * 100:.2f}%, mIoU {report.miou_fp32:.2f} -> {report.miou_int8:.2f} "
+                          f"(drop {report.drop:.2f} points)", flush=True)
             print(flush=True)
 
 

@@ -86,13 +86,16 @@ def test_metadata_says_what_was_quantised(files):
     assert json.loads(meta["classes"])[0] == "sky" and meta["transeg_version"] == transeg.__version__
 
 
-def test_int8_backend_loads_from_the_file_alone(files):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_int8_backend_loads_from_the_file_alone(files, runtime):
     import torch
 
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
     from transeg.inference.backends import InferenceModel, Int8Segmentor, OnnxSegmentor
     from transeg.inference.modes import normalize
 
-    runner = Int8Segmentor(files["int8"], threads=1)
+    runner = Int8Segmentor(files["int8"], threads=1, runtime=runtime)
     assert isinstance(runner, InferenceModel) and runner.num_classes == 5 and runner.min_input_size == 29
     x = normalize(scene(*SIZE, seed=7), runner.config.mean, runner.config.std)
     fp32 = OnnxSegmentor(files["fp32"], runner.config, 29, threads=1)

@@ -159,27 +159,63 @@ class OnnxSegmentor(BackendModule):
         return torch.from_numpy(logits)
 
 
-class Int8Segmentor(OnnxSegmentor):
-    """The ``int8`` backend: ONNX Runtime on a file written by ``transeg export --int8`` (without
-    ``--embed-preprocess``), (B, 3, H, W) normalised float32 -> logits (B, K, h, w). Config and
-    ``min_input_size`` come from the file's metadata. ONNX Runtime, not OpenVINO: the faster of the
-    two on this model (``benchmarks/int8.py``)."""
+Int8Runtime = Literal["openvino", "onnxruntime"]
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+
+def default_int8_runtime() -> Int8Runtime:
+    """OpenVINO where it is installed: it runs transeg's INT8 graphs faster than ONNX Runtime on this
+    project's CPU (``benchmarks/int8.py``, docs/deploy.md); else ONNX Runtime."""
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
+
+
+class Int8Segmentor(BackendModule):
+    """The ``int8`` backend: a file written by ``transeg export --int8`` (without ``--embed-preprocess``),
+    (B, 3, H, W) normalised float32 -> logits (B, K, h, w), run by OpenVINO (the QDQ graph read as its
+    INT8 model) or ONNX Runtime, ``default_int8_runtime`` unless ``runtime`` says. Config and
+    ``min_input_size`` come from the file's metadata."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
+                 runtime: Int8Runtime | None = None) -> None:
+        config, least = _int8_file(path)
+        super().__init__(config, least)
+        self.runtime = runtime or default_int8_runtime()
+        threads = threads or torch.get_num_threads()
+        if self.runtime == "onnxruntime":
+            self._run = OnnxSegmentor(path, config, least, threads)
+        elif self.runtime == "openvino":
+            try:
+                import openvino as ov
+            except ImportError:
+                raise TransegError("the openvino INT8 runtime needs it: pip install 'transeg[openvino]'") from None
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+                "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+            request = compiled.create_infer_request()
+            self._run = lambda x: torch.from_numpy(request.infer([np.ascontiguousarray(x.numpy())])[0].copy())
+        else:
+            raise TransegError(f"unknown INT8 runtime {runtime!r} (known: openvino, onnxruntime)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x.detach().cpu().float())
+
+
+def _int8_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, int]:
+    """The config and minimum input size of a float-input INT8 file of ``transeg export --int8``."""
+    try:
         import onnx
-
-        try:
-            graph = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:  # onnx's own parse errors name no file
-            raise TransegError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
-        meta = {prop.key: prop.value for prop in graph.metadata_props}
-        if "quantization" not in meta or "transeg_config" not in meta:
-            raise TransegError(f"{path}: not an INT8 model of transeg export --int8 (no quantization metadata)")
-        if graph.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise TransegError(f"{path}: takes uint8 images (--embed-preprocess); the int8 backend needs the "
-                               "float-input export")
-        config = model_config_from_json(meta["transeg_config"], str(path))
-        super().__init__(path, config, int(meta["min_input_size"]), threads)
+    except ImportError:
+        raise TransegError("the int8 backend needs the onnx extra: pip install 'transeg[onnx]'") from None
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx's own parse errors name no file
+        raise TransegError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    meta = {prop.key: prop.value for prop in graph.metadata_props}
+    if "quantization" not in meta or "transeg_config" not in meta:
+        raise TransegError(f"{path}: not an INT8 model of transeg export --int8 (no quantization metadata)")
+    if graph.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise TransegError(f"{path}: takes uint8 images (--embed-preprocess); the int8 backend needs the "
+                           "float-input export")
+    return model_config_from_json(meta["transeg_config"], str(path)), int(meta["min_input_size"])
 
 
 def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
