@@ -11,6 +11,7 @@ from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.segmentor import Segmentor
+from transeg.version import __version__
 from transeg.weights.files import write_atomic
 
 DEFAULT_OPSET = 18
@@ -21,8 +22,6 @@ MAX_OPSET = 23  # the newest torch 2.x writes
 def model_metadata(model: Segmentor) -> dict[str, str]:
     """What an exported file says about its model (ONNX ``metadata_props``): the transeg version, the
     model's name and full config (JSON), class names, palette and the mean/std of its normalisation."""
-    from transeg import __version__  # the package's, set once it is imported
-
     config = model.config
     names = list(config.class_names) if config.class_names else [f"class_{i}" for i in range(model.num_classes)]
     palette = [list(c) for c in config.palette] if config.palette else None
