@@ -9,16 +9,16 @@ from transeg.models.factory import build_model
 from transeg.models.outputs import SegOutput
 from transeg.models.segmentor import Segmentor
 from transeg.models.zoo import list_models
+from transeg.version import __version__
 from transeg.weights.native import save_model
 from transeg.weights.segformer import save_hf_pretrained
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ModelConfig",
     "SegOutput",
     "Segmentor",
     "TransegError",
+    "__version__",
     "build_loss",
     "build_model",
     "create_model",

@@ -211,7 +211,11 @@ def _export(e: Example) -> None:
     """Models that do not load only: a valid export takes half a minute (tests/inference cover it)."""
     e.args = ["export", e.model(valid=False), "--out", e.out("file")]
     e.options({"--size": lambda: e.pair(32, 64), "--opset": st.one_of(st.integers(17, 23).map(str), HOSTILE_NUMBERS),
-               "--num-classes": _positive(8), "--format": st.sampled_from(["onnx", "tflite"]), "--device": DEVICES})
+               "--num-classes": _positive(8), "--format": st.sampled_from(["onnx", "tflite"]),
+               "--embed-preprocess": None, "--output": st.sampled_from(["labels", "probs", "logits", "mask"]),
+               "--size-divisor": st.one_of(st.integers(1, 64).map(str), HOSTILE_NUMBERS), "--int8": None,
+               "--calib": lambda: [e.image()], "--eval": lambda: [e.config()],
+               "--max-drop": st.one_of(st.sampled_from(["0", "0.5", "1"]), HOSTILE_NUMBERS), "--device": DEVICES})
 
 
 def _convert(e: Example) -> None:

@@ -12,9 +12,9 @@ from transeg.cli.console import console
 from transeg.cli.options import DEVICE_OPTION, num_classes_option
 from transeg.cli.types import POSITIVE
 from transeg.errors import TransegError
-from transeg.inference.backends import optimize_for_inference, resolve_backend
+from transeg.inference.backends import InferenceModel, Int8Segmentor, optimize_for_inference, resolve_backend
 
-# int8 is served once the backend table (inference.backends.BACKENDS) has it; until then it is refused there
+# int8: MODEL is the file of `transeg export --int8` (quantising needs calibration images, so it is done there)
 SERVE_BACKENDS = ("auto", "eager", "onnx", "int8")
 
 
@@ -35,7 +35,8 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--backend", type=click.Choice(SERVE_BACKENDS), default="auto", show_default=True,
-              help="auto: ONNX Runtime on the CPU when the onnx extra is installed, else PyTorch eager.")
+              help="auto: ONNX Runtime on the CPU when the onnx extra is installed, else PyTorch eager; "
+                   "int8: MODEL is an INT8 file of `transeg export --int8`.")
 @DEVICE_OPTION
 @num_classes_option()
 @click.option("--max-batch", type=click.IntRange(1, 64), default=8, show_default=True,
@@ -61,12 +62,23 @@ def serve_command(model: str, host: str, port: int, backend: str, device: str, n
 
     from transeg.serve.app import Limits, create_app
 
+    runner, concrete = _runner(model, backend, device, num_classes)
+    sock = _bind(host, port)
+    limits = Limits(int(max_mb * 2**20), max_pixels, max_batch, batch_window, queue_size, timeout)
+    name = runner.config.name
+    app = create_app(runner, name, concrete, device, limits)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"serving {name} ({concrete} on {device}) at http://{shown}:{sock.getsockname()[1]}")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _runner(model: str, backend: str, device: str, num_classes: int | None) -> tuple[InferenceModel, str]:
+    """The model to serve and its concrete backend: an INT8 file for ``int8``, else MODEL loaded and
+    optimised for ``backend`` on ``device``."""
+    if backend == "int8":
+        if device != "cpu" or num_classes is not None:
+            raise TransegError("--backend int8 serves an INT8 file as it is: on the CPU, without --num-classes")
+        return Int8Segmentor(model), "int8"
     segmentor = load_model(model, num_classes).to(device)
     concrete = resolve_backend(segmentor, backend)  # type: ignore[arg-type]
-    sock = _bind(host, port)
-    runner = optimize_for_inference(segmentor, concrete)  # type: ignore[arg-type]
-    limits = Limits(int(max_mb * 2**20), max_pixels, max_batch, batch_window, queue_size, timeout)
-    app = create_app(runner, segmentor.config.name, concrete, device, limits)
-    shown = f"[{host}]" if ":" in host else host
-    console.print(f"serving {segmentor.config.name} ({concrete} on {device}) at http://{shown}:{sock.getsockname()[1]}")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    return optimize_for_inference(segmentor, concrete), concrete  # type: ignore[arg-type]

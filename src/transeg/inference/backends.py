@@ -3,8 +3,9 @@
 Every backend is an ``InferenceModel``: a call (B, 3, H, W) normalised float32 -> logits (B, K, h, w),
 plus the model's ``config``, ``num_classes`` and ``min_input_size``. ``Segmentor`` itself is the eager backend;
 ``AutocastSegmentor`` runs it under bf16 or fp16 autocast; ``CompiledSegmentor`` runs it through
-``torch.compile``; ``OnnxSegmentor`` runs its ONNX export in ONNX Runtime. ``optimize_for_inference``
-picks one: what predict and eval use by default.
+``torch.compile``; ``OnnxSegmentor`` runs its ONNX export in ONNX Runtime; ``Int8Segmentor`` runs an
+INT8 file of ``transeg export --int8`` (``int8`` backend), built from the file alone.
+``optimize_for_inference`` picks one of the others: what predict and eval use by default.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from transeg.errors import TransegError
 from transeg.inference.export import export_onnx
 from transeg.models.config import ModelConfig
+from transeg.models.factory import model_config_from_json
 from transeg.models.segmentor import Segmentor
 
 Backend = Literal["auto", "eager", "onnx", "compile"]
@@ -188,6 +190,65 @@ class OnnxSegmentor(BackendModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy())})
         return torch.from_numpy(logits)
+
+
+Int8Runtime = Literal["openvino", "onnxruntime"]
+
+
+def default_int8_runtime() -> Int8Runtime:
+    """OpenVINO where it is installed: it runs transeg's INT8 graphs faster than ONNX Runtime on this
+    project's CPU (``benchmarks/int8.py``, docs/deploy.md); else ONNX Runtime."""
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
+
+
+class Int8Segmentor(BackendModule):
+    """The ``int8`` backend: a file written by ``transeg export --int8`` (without ``--embed-preprocess``),
+    (B, 3, H, W) normalised float32 -> logits (B, K, h, w), run by OpenVINO (the QDQ graph read as its
+    INT8 model) or ONNX Runtime, ``default_int8_runtime`` unless ``runtime`` says. Config and
+    ``min_input_size`` come from the file's metadata."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
+                 runtime: Int8Runtime | None = None) -> None:
+        config, least = _int8_file(path)
+        super().__init__(config, least)
+        self.runtime = runtime or default_int8_runtime()
+        threads = threads or torch.get_num_threads()
+        if self.runtime == "onnxruntime":
+            self._run = OnnxSegmentor(path, config, least, threads)
+        elif self.runtime == "openvino":
+            try:
+                import openvino as ov
+            except ImportError:
+                raise TransegError("the openvino INT8 runtime needs it: pip install 'transeg[openvino]'") from None
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", {
+                "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+            request = compiled.create_infer_request()
+            self._run = lambda x: torch.from_numpy(request.infer([np.ascontiguousarray(x.numpy())])[0].copy())
+        else:
+            raise TransegError(f"unknown INT8 runtime {runtime!r} (known: openvino, onnxruntime)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x.detach().cpu().float())
+
+
+def _int8_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, int]:
+    """The config and minimum input size of a float-input INT8 file of ``transeg export --int8``."""
+    try:
+        import onnx
+    except ImportError:
+        raise TransegError("the int8 backend needs the onnx extra: pip install 'transeg[onnx]'") from None
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx's own parse errors name no file
+        raise TransegError(f"{path}: not an ONNX file ({type(exc).__name__})") from None
+    meta = {prop.key: prop.value for prop in graph.metadata_props}
+    if "quantization" not in meta or "transeg_config" not in meta:
+        raise TransegError(f"{path}: not an INT8 model of transeg export --int8 (no quantization metadata)")
+    if graph.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise TransegError(f"{path}: takes uint8 images (--embed-preprocess); the int8 backend needs the "
+                           "float-input export")
+    return model_config_from_json(meta["transeg_config"], str(path)), int(meta["min_input_size"])
 
 
 def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
