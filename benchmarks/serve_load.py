@@ -1,7 +1,7 @@
 """Load on ``transeg serve``: N concurrent clients posting one image for T seconds, per backend.
 
 Starts a local server (uvicorn, 127.0.0.1, a free port) for each backend in turn (eager, ONNX, and
-INT8 when the backend table has it), then reports requests/s and p50/p99 latency as a table.
+INT8 when ``--int8 FILE`` names the model's ``transeg export --int8`` file), then reports requests/s and p50/p99 latency as a table.
 
     python benchmarks/serve_load.py [--model segformer-b0] [--size 512 512] [--clients 4] [--seconds 15]
 """
@@ -26,8 +26,6 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-
-from transeg.inference.backends import BACKENDS  # noqa: E402
 
 
 def _free_port() -> int:
@@ -90,7 +88,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--threads", type=int, default=2, help="OMP threads of the server")
-    parser.add_argument("--backends", nargs="+", default=[b for b in ("eager", "onnx", "int8") if b in BACKENDS])
+    parser.add_argument("--backends", nargs="+", default=["eager", "onnx"], choices=["auto", "eager", "onnx"])
+    parser.add_argument("--int8", type=Path, default=None, help="also serve this INT8 file (`export --int8`)")
     args = parser.parse_args()
     buffer = io.BytesIO()
     rng = np.random.default_rng(0)
@@ -100,8 +99,9 @@ def main() -> None:
                         f"x {args.seconds:g} s, {args.threads} threads")
     for column in ("backend", "requests", "failed", "req/s", "p50 ms", "p99 ms", "largest batch"):
         table.add_column(column, justify="right")
-    for backend in args.backends:
-        process, url = _start(args.model, backend, args.threads)
+    runs = [(args.model, backend) for backend in args.backends] + ([(str(args.int8), "int8")] if args.int8 else [])
+    for model, backend in runs:
+        process, url = _start(model, backend, args.threads)
         try:
             _load(url, image, 1, 2.0)  # warm-up
             latencies, failed = _load(url, image, args.clients, args.seconds)
