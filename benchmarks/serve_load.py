@@ -1,7 +1,8 @@
 """Load on ``transeg serve``: N concurrent clients posting one image for T seconds, per backend.
 
 Starts a local server (uvicorn, 127.0.0.1, a free port) for each backend in turn (eager, ONNX, and
-INT8 when ``--int8 FILE`` names the model's ``transeg export --int8`` file), then reports requests/s and p50/p99 latency as a table.
+INT8 when ``--int8 FILE`` names the model's ``transeg export --int8`` file), then reports requests/s
+and p50/p99 latency as a table.
 
     python benchmarks/serve_load.py [--model segformer-b0] [--size 512 512] [--clients 4] [--seconds 15]
 """
