@@ -102,13 +102,11 @@ class ChunkedUpsampleCE(torch.autograd.Function):
                 target = labels[b, rows]
                 index = target.clamp(max=classes - 1)[..., None]
                 weights = _pixel_weights(target, class_weight, ignore_index)  # (R, W)
-                top = up.amax(-1, keepdim=True)
-                picked = up.gather(-1, index)[..., 0]
-                prob = up.sub_(top).exp_()  # unnormalised softmax, in place of the logits
-                norm = prob.sum(-1, keepdim=True)
-                total += ((norm.log() + top)[..., 0].sub_(picked).mul_(weights)).sum()
+                log_prob = torch.log_softmax(up, dim=-1)
+                total -= (log_prob.gather(-1, index)[..., 0] * weights).sum()
                 if want_grad:
-                    prob.div_(norm).scatter_add_(-1, index, prob.new_full((), -1.0).expand_as(index))
+                    prob = log_prob.exp_()
+                    prob.scatter_add_(-1, index, prob.new_full((), -1.0).expand_as(index))
                     prob.mul_(weights[..., None])
                     d_wide[src].view(block.shape[1], -1).addmm_(block.T, prob.view(block.shape[0], -1))
             if want_grad:
