@@ -91,9 +91,12 @@ def inference_rows(variant: str, size: int, batch: int, repeats: int, use_onnx: 
 
 
 def whole_image_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The cross-entropy transeg used before the chunked one: the logits upsampled whole."""
+    """The cross-entropy transeg used before the chunked one: the logits upsampled whole
+    (channels-last, so that the softmax runs over contiguous class vectors)."""
+    logits = logits.float().contiguous(memory_format=torch.channels_last)
     logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, labels, ignore_index=255)
+    flat = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=255)
 
 
 TRAIN_SIDES = ("transformers", "transeg", "transeg, whole-image loss")
