@@ -104,6 +104,9 @@ def test_bf16_logits_get_a_bf16_gradient_and_no_grad_logits_a_value() -> None:
     value, grad = value_and_grad(lambda z: chunked_cross_entropy(z, labels, divisor), half)
     want, want_grad = value_and_grad(lambda z: reference(z.float(), labels, divisor), half)
     assert grad.dtype == torch.bfloat16
+    with torch.autocast("cpu", torch.bfloat16):  # the loss stays fp32 inside a bf16 autocast region
+        autocast_value = chunked_cross_entropy(half, labels, divisor)
+    torch.testing.assert_close(autocast_value.double(), want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(value.double(), want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad.double(), want_grad.double(), rtol=1e-2, atol=1e-4)
     with torch.no_grad():

@@ -131,4 +131,5 @@ def chunked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, divisor: t
     logits upsampled to (H, W) (bilinear, align_corners=False), class-weighted by the (K,)
     ``class_weight`` if given, summed over labelled pixels and divided by ``divisor`` (clamped ≥ 1)."""
     weight = None if class_weight is None else class_weight.to(logits.device, torch.float32)
-    return ChunkedUpsampleCE.apply(logits, labels, divisor.float(), weight, ignore_index, chunk_rows)
+    with torch.autocast(logits.device.type, enabled=False):  # fp32 throughout, as cross_entropy under autocast
+        return ChunkedUpsampleCE.apply(logits, labels, divisor.float(), weight, ignore_index, chunk_rows)
