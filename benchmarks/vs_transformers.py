@@ -1,30 +1,38 @@
 """transeg vs transformers' SegformerForSemanticSegmentation on the same weights, side by side.
 
 Inference (B0 and B2 at 512x512 and 1024x1024, batch 1 and 4; transformers eager and, where
-onnxruntime is installed, exported to ONNX Runtime) and a training step at batch 2 (512x512).
-Every row gives the ratio (transformers time / transeg time) and the max abs difference of the
-outputs. Peak training memory is measured in fresh processes (peak resident set of each).
+onnxruntime is installed, exported to ONNX Runtime) and a training step at batch 2 (512x512):
+both models from the same weights in one process, each with its own loss and an AdamW step, the
+steps interleaved (transformers, transeg, transeg with the whole-image loss it used before the
+chunked one) and their medians compared. Every inference row gives the ratio (transformers time /
+transeg time) and the max abs difference of the outputs. ``--memory`` adds each training side's
+peak resident set, measured in fresh processes.
 
-    python benchmarks/vs_transformers.py [--threads 2] [--quick]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/vs_transformers.py [--threads 2] [--quick] [--memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transeg
 from tests.conftest import hf_segformer
 from transeg.analysis.bench import _time
-from transeg.engine.losses import segmentation_loss
+from transeg.engine.loss_spec import build_loss
 
 
 def models(variant: str):
@@ -82,22 +90,73 @@ def inference_rows(variant: str, size: int, batch: int, repeats: int, use_onnx: 
     return rows
 
 
-def train_step_time(impl: str, variant: str, batch: int, repeats: int) -> dict:
+def whole_image_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The cross-entropy transeg used before the chunked one: the logits upsampled whole
+    (channels-last, so that the softmax runs over contiguous class vectors)."""
+    logits = logits.float().contiguous(memory_format=torch.channels_last)
+    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    flat = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])
+    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=255)
+
+
+TRAIN_SIDES = ("transformers", "transeg", "transeg, whole-image loss")
+
+
+def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | float]:
+    """One AdamW training step per side on the same weights and batch, each with its own loss:
+    transformers' model computes its own (``labels=``), transeg its default :func:`build_loss`; and
+    each side's loss in eval mode (``<name> eval loss``)."""
     hf, ours = models(variant)
-    model = hf if impl == "transformers" else ours
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    plain = copy.deepcopy(ours)
     gen = torch.Generator().manual_seed(0)
-    x, y = torch.randn(batch, 3, 512, 512, generator=gen), torch.randint(0, 150, (batch, 512, 512), generator=gen)
-    forward = (lambda: hf(pixel_values=x).logits) if impl == "transformers" else (lambda: ours.forward_train(x).logits)
+    x = torch.randn(batch, 3, 512, 512, generator=gen)
+    y = torch.randint(0, 150, (batch, 512, 512), generator=gen)
+    loss = build_loss()
+    losses = {
+        "transformers": (hf, lambda: hf(pixel_values=x, labels=y).loss),
+        "transeg": (ours, lambda: loss(ours.forward_train(x), y)),
+        "transeg, whole-image loss": (plain, lambda: whole_image_loss(plain.forward_train(x).logits, y)),
+    }
+    steps = {}
+    for name, (model, forward) in losses.items():
+        with torch.no_grad():
+            model.eval()
+            steps[f"{name} eval loss"] = forward().item()  # no dropout: the same weights give the same loss
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        segmentation_loss(forward(), y).backward()
-        optimizer.step()
+        def step(forward=forward, optimizer=optimizer) -> float:
+            optimizer.zero_grad(set_to_none=True)
+            value = forward()
+            value.backward()
+            optimizer.step()
+            return value.item()
 
-    t = sorted(_time(step, torch.device("cpu"), 1, repeats))[repeats // 2]
-    return {"ms": t * 1e3, "peak_rss_mb": peak_rss_mb()}
+        steps[name] = step
+    return steps
+
+
+def train_rows(variant: str, batch: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """name -> (median step seconds, eval-mode loss) over ``repeats`` interleaved steps after a warm-up."""
+    steps = train_steps(variant, batch)
+    first = {name: steps.pop(f"{name} eval loss") for name in TRAIN_SIDES}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(t), first[name]) for name, t in times.items()}
+
+
+def train_child_peak(impl: str, variant: str, batch: int) -> dict:
+    """Two steps of one side in this (fresh) process: its peak resident set."""
+    steps = train_steps(variant, batch)
+    for _ in range(2):
+        steps[impl]()
+    return {"peak_rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> float:
@@ -116,11 +175,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="B0 at 512 only")
     parser.add_argument("--skip-inference", action="store_true", help="the training rows only")
+    parser.add_argument("--memory", action="store_true", help="also each training side's peak RSS (fresh processes)")
     parser.add_argument("--train-child", nargs=2, metavar=("IMPL", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.train_child:
-        print(json.dumps(train_step_time(*args.train_child, batch=2, repeats=max(3, args.repeats // 2))))
+        print(json.dumps(train_child_peak(*args.train_child, batch=2)))
         return
     try:
         import onnxruntime  # noqa: F401
@@ -137,19 +197,25 @@ def main() -> None:
         for row in inference_rows(variant, size, batch, args.repeats, use_onnx and batch == 1):
             print(f"| {row['case']} | {row['impl']} | {row['ms']:.1f} | {row['vs_transformers_eager']:.2f} |"
                   f" {row['max_abs_diff']:.1e} |")
-    print("\n| training step (batch 2, 512x512) | transformers ms | transeg ms | transeg is × faster |"
-          " transformers peak MB | transeg peak MB |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"\n| training step (batch 2, 512x512, AdamW, median of {args.repeats} interleaved) | transformers ms |"
+          " transeg ms | transeg is × faster | transeg, whole-image loss ms | eval loss transformers |"
+          " eval loss transeg |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for variant in ("b0",) if args.quick else ("b0", "b2"):
-        results = {}
-        for impl in ("transformers", "transeg"):
-            out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--repeats",
-                                  str(args.repeats), "--train-child", impl, variant],
-                                 check=True, capture_output=True, text=True).stdout
-            results[impl] = json.loads(out.strip().splitlines()[-1])
-        hf_r, ours_r = results["transformers"], results["transeg"]
-        print(f"| B{variant[1]} | {hf_r['ms']:.0f} | {ours_r['ms']:.0f} | {hf_r['ms'] / ours_r['ms']:.2f} |"
-              f" {hf_r['peak_rss_mb']:.0f} | {ours_r['peak_rss_mb']:.0f} |")
+        rows = train_rows(variant, 2, args.repeats)
+        (hf_t, hf_l), (ours_t, ours_l), (plain_t, _) = rows.values()
+        print(f"| B{variant[1]} | {hf_t * 1e3:.0f} | {ours_t * 1e3:.0f} | {hf_t / ours_t:.2f} | {plain_t * 1e3:.0f} |"
+              f" {hf_l:.5f} | {ours_l:.5f} |", flush=True)
+    if args.memory:
+        print("\n| peak RSS, 2 training steps in a fresh process | " + " | ".join(TRAIN_SIDES) + " |")
+        print("| --- |" + " --- |" * len(TRAIN_SIDES))
+        for variant in ("b0",) if args.quick else ("b0", "b2"):
+            peaks = []
+            for impl in TRAIN_SIDES:
+                out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--train-child", impl,
+                                      variant], check=True, capture_output=True, text=True).stdout
+                peaks.append(f"{json.loads(out.strip().splitlines()[-1])['peak_rss_mb']:.0f} MB")
+            print(f"| B{variant[1]} | " + " | ".join(peaks) + " |")
 
 
 if __name__ == "__main__":

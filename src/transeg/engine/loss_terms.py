@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from transeg.data.labels import IGNORE_INDEX
 from transeg.engine.distributed import DistInfo
+from transeg.engine.fused_ce import chunked_cross_entropy
 from transeg.engine.losses import segmentation_loss
 from transeg.errors import TransegError
 
@@ -48,10 +49,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, divisor: torch.Ten
     a (K,) tensor). One channel: binary cross-entropy of sigmoid(z) against ``label == 1``."""
     if class_weight is None or logits.shape[1] == 1:
         return segmentation_loss(logits, labels, count=divisor)
-    z = upsample(logits, labels)
-    weight = class_weight.to(z.device, torch.float32)
-    losses = F.cross_entropy(z, labels, weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
-    return losses.sum() / divisor.clamp(min=1)
+    return chunked_cross_entropy(logits, labels, divisor, class_weight)
 
 
 def focal(logits: torch.Tensor, labels: torch.Tensor, divisor: torch.Tensor, gamma: float,

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from transeg.data.labels import IGNORE_INDEX
 from transeg.engine.distributed import DistInfo
+from transeg.engine.fused_ce import chunked_cross_entropy
 
 LossAverage = Literal["labelled", "all"]
 
@@ -56,9 +57,5 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
         target = (labels == 1).float()
         losses = F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none")
         return (losses * valid).sum() / count
-    # upsampled channels-last, the softmax runs over contiguous class vectors: no layout copy of the
-    # full-resolution logits, about half the time of the NCHW form (forward and backward)
-    logits = logits.float().contiguous(memory_format=torch.channels_last)
-    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    flat = logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # (B*H*W, K), a view
-    return F.cross_entropy(flat, labels.reshape(-1), ignore_index=ignore_index, reduction="sum") / count
+    # row chunks: the full-resolution logits and log-probabilities are never held (fused_ce)
+    return chunked_cross_entropy(logits, labels, count)

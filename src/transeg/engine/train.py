@@ -49,6 +49,24 @@ from transeg.weights.load import load_encoder_weights, load_model
 from transeg.weights.native import save_model
 
 
+def train_loader(train_set: SegmentationDataset, cfg: TrainConfig, mean: Any, std: Any, start_iteration: int = 0,
+                 info: DistInfo | None = None) -> torch.utils.data.DataLoader:
+    """The training batches of ``cfg`` from ``start_iteration`` on: decode, augment and collate in
+    ``cfg.data.num_workers`` worker processes, this process's share under DDP."""
+    data, info = cfg.data, info or DistInfo()
+    transform = train_transforms(data.crop_size, data.scale, data.ratio_range, mean, std, data.cat_max_ratio)
+    sampler = IterationBatchSampler(
+        len(train_set), cfg.train.batch_size, cfg.train.seed, start_iteration, cfg.schedule.iterations,
+        info.rank, info.world_size, cfg.train.grad_accum,
+    )
+    return torch.utils.data.DataLoader(
+        TrainStream(train_set, transform, cfg.train.seed, cfg.train.on_bad_sample),
+        batch_sampler=sampler, collate_fn=collate,
+        num_workers=data.num_workers, persistent_workers=False,
+        generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
+    )
+
+
 def build_training_model(section: ModelSection, dataset: SegmentationDataset) -> Segmentor:
     """The model a config asks for: a zoo variant (optionally with a pretrained encoder, its
     position embeddings resized once to ``section.image_size``) or a checkpoint to fine-tune, with
@@ -198,19 +216,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> torch.utils.data.DataLoader:
-        cfg, data = self.cfg, self.cfg.data
-        mean, std = self.model.config.mean, self.model.config.std
-        transform = train_transforms(data.crop_size, data.scale, data.ratio_range, mean, std, data.cat_max_ratio)
-        sampler = IterationBatchSampler(
-            len(self.train_set), cfg.train.batch_size, cfg.train.seed, self.iteration, cfg.schedule.iterations,
-            self.info.rank, self.info.world_size, cfg.train.grad_accum,
-        )
-        return torch.utils.data.DataLoader(
-            TrainStream(self.train_set, transform, cfg.train.seed, cfg.train.on_bad_sample),
-            batch_sampler=sampler, collate_fn=collate,
-            num_workers=data.num_workers, persistent_workers=False,
-            generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
-        )
+        return train_loader(self.train_set, self.cfg, self.model.config.mean, self.model.config.std,
+                            self.iteration, self.info)
 
     def _step(self, network: nn.Module, batches) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool]:
         """One optimizer step over ``grad_accum`` micro-batches; returns loss, parts, and whether the step
