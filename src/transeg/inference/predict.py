@@ -18,7 +18,7 @@ from transeg.errors import TransegError
 from transeg.inference.modes import Predictor
 from transeg.inference.stream import predict_tiff
 from transeg.models.segmentor import Segmentor
-from transeg.viz import overlay
+from transeg.viz import legend_names, overlay_with_legend
 from transeg.weights.files import write_atomic
 
 
@@ -90,12 +90,15 @@ def _refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
-                  skip_existing: bool = False, probs: str | None = None, **predictor_options) -> list[Path]:
+                  skip_existing: bool = False, probs: str | None = None, legend: bool = True,
+                  **predictor_options) -> list[Path]:
     """Write ``<stem>.png`` (palette label map, input size; ``<stem>.tif`` for TIFF inputs, see
     ``predict_tiff``) and ``<stem>_overlay.jpg`` per image, each atomically (an interrupted run leaves
     no half-written file); returns the label maps written. ``skip_existing`` skips the images whose
     two outputs are both there, which resumes a long run. ``probs`` ('png' or 'npy') adds the
-    confidence map (and the probabilities) of ``write_probs``; TIFF inputs do not take it."""
+    confidence map (and the probabilities) of ``write_probs``; TIFF inputs do not take it. ``legend``
+    puts the classes present, with their palette colours, beside each overlay (``overlay_with_legend``;
+    not on a TIFF's preview)."""
     paths = expand_images(images)
     stems = output_stems(paths)
     if probs and any(is_tiff(path) for path in paths):
@@ -105,6 +108,7 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
     predictor = Predictor(model, **predictor_options)
     palette = np.asarray(model.config.palette, np.uint8) if model.config.palette else default_palette(
         max(model.num_classes, 2))
+    names = legend_names(model.config.class_names, max(model.num_classes, 2))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -127,7 +131,8 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
                 else:
                     labels = predictor.predict(image)
                 write_atomic(label_path, lambda tmp, labels=labels: save_label_png(labels, tmp, palette))
-                blended = Image.fromarray(np.ascontiguousarray(overlay(image, labels, palette, alpha=alpha)))
+                blended = Image.fromarray(np.ascontiguousarray(
+                    overlay_with_legend(image, labels, palette, names, alpha=alpha, legend=legend)))
             write_atomic(overlay_path, lambda tmp, blended=blended: blended.save(tmp, quality=92))
             written.append(label_path)
             progress.advance(task)
