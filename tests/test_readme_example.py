@@ -2,7 +2,7 @@
 train (class-weighted loss) -> eval -> predict --format labelstudio, line by line from README.md, in
 a fresh folder holding only what the repository ships (the example export and its config).
 
-By default the lines run with one change, a 4-iteration schedule appended to the ``train`` line
+By default the lines run with one change, a 2-iteration schedule appended to the ``train`` line
 (the ``--set`` options below), so the suite stays fast; ``-m slow`` runs them exactly and checks the
 mIoU the README states."""
 
@@ -22,7 +22,7 @@ from transeg.data.annotations.brush import decode_mask
 
 REPO = Path(__file__).resolve().parents[1]
 HEADING = "## Worked example: your labels, end to end"
-FAST = ("--set", "schedule.iterations=4", "--set", "schedule.warmup_iters=0")
+FAST = ("--set", "schedule.iterations=2", "--set", "schedule.warmup_iters=0")
 
 
 def readme_lines() -> list[str]:
@@ -74,7 +74,7 @@ def check_outputs(folder: Path, outputs: dict[str, str]) -> None:
 def test_readme_lines_run_with_a_short_schedule(tmp_path, monkeypatch):
     outputs = run_lines(tmp_path, monkeypatch, fast=True)
     check_outputs(tmp_path, outputs)
-    assert "trained to iteration 4" in outputs["train"]
+    assert "trained to iteration 2" in outputs["train"]
 
 
 @pytest.mark.slow
