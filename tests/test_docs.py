@@ -18,7 +18,7 @@ TARGET_LAYOUT_PAGES = {"architecture.md", "contributing.md"}
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 TEST_REF = re.compile(r"\b(tests/[\w/]+\.py)(?:::(\w+))?")
-FILE_REF = re.compile(r"\b((?:configs|benchmarks)/[\w/.-]+\.(?:yaml|py))\b")
+FILE_REF = re.compile(r"(?<![\w/])((?:configs|benchmarks)/[\w/.-]+\.(?:yaml|py))\b")
 
 
 def _pages() -> list[Path]:

@@ -12,7 +12,10 @@ from transeg.viz import (
     MAX_GRID_CLASSES,
     colormap,
     confusion_cell_size,
+    legend_names,
+    overlay,
     overlay_legend,
+    overlay_with_legend,
     row_normalised,
     save_confusion_png,
     top_confusions,
@@ -110,3 +113,24 @@ def test_overlay_legend_lists_present_classes_with_their_colours():
         assert not np.all(legend == palette[c], axis=2).any(), names[c]
     many = overlay_legend(picture, np.arange(5).repeat(240).reshape(40, 30), palette, names)
     assert many.shape[0] >= 5 * 16  # grows to fit every class present
+
+
+def test_overlay_with_legend_is_the_overlay_plus_the_legend_column():
+    """``predict``'s and ``serve``'s overlay: by default the blend with the legend to its right; without
+    the legend exactly the image-sized blend."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    labels = np.zeros((24, 32), dtype=np.uint8)
+    labels[5:15, 3:20] = 2
+    palette = default_palette(3)
+    names = legend_names(None, 3)
+    assert names == ["class 0", "class 1", "class 2"]
+    plain = overlay(image, labels, palette, alpha=0.4)
+    np.testing.assert_array_equal(overlay_with_legend(image, labels, palette, names, alpha=0.4, legend=False), plain)
+    framed = overlay_with_legend(image, labels, palette, names, alpha=0.4)
+    np.testing.assert_array_equal(framed, overlay_legend(plain, labels, palette, names))
+    assert framed.shape[1] > 32 and framed.shape[0] >= 24
+    np.testing.assert_array_equal(framed[:24, :32], plain)
+    legend = framed[:, 32:]
+    assert np.all(legend == palette[2], axis=2).sum() >= 100  # class 2's swatch
+    assert not np.all(legend == palette[1], axis=2).any()  # class 1 is absent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,17 @@ def overlay_legend(picture: np.ndarray, labels: np.ndarray, palette: np.ndarray,
         draw.rectangle([x, y, x + swatch - 1, y + swatch - 1], fill=tuple(int(v) for v in palette[c]))
         draw.text((x + swatch + _PAD, y + swatch // 2), class_names[c], fill="black", font=_FONT, anchor="lm")
     return np.asarray(canvas)
+
+
+def legend_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    """The names a legend shows: ``class_names``, or "class i" for a model that has none."""
+    return list(class_names) if class_names else [f"class {i}" for i in range(num_classes)]
+
+
+def overlay_with_legend(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, class_names: list[str],
+                        alpha: float = 0.5, legend: bool = True,
+                        ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
+    """The overlay ``predict`` and ``serve`` write: (H, W, 3) ``overlay`` of ``image`` and ``labels``, with
+    ``legend`` the ``overlay_legend`` column of the classes present to its right, (H', W + L, 3)."""
+    blended = overlay(image, labels, palette, alpha=alpha, ignore_index=ignore_index)
+    return overlay_legend(blended, labels, palette, class_names, ignore_index) if legend else blended

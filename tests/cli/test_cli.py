@@ -51,7 +51,12 @@ def test_predict_folder_writes_label_maps_and_overlays(images, checkpoint, tmp_p
         label = Image.open(tmp_path / f"{stem}.png")
         assert label.mode == "P" and label.size == size
         assert np.asarray(label).max() < 4
-        assert Image.open(tmp_path / f"{stem}_overlay.jpg").size == size
+        width, height = Image.open(tmp_path / f"{stem}_overlay.jpg").size  # the legend column to the right
+        assert width > size[0] and height >= size[1]
+    result = run("predict", checkpoint, images, "--out", tmp_path / "plain", "--no-legend")
+    assert result.exit_code == 0, result.output
+    for stem, size in [("a", (101, 75)), ("b", (64, 64))]:
+        assert Image.open(tmp_path / "plain" / f"{stem}_overlay.jpg").size == size
 
 
 def test_predict_matches_library_and_modes_agree(images, checkpoint, tmp_path):

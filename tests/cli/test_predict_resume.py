@@ -30,7 +30,7 @@ def predict(inputs, out, *extra):
 
 def test_interrupted_predict_leaves_only_whole_files_and_resumes(inputs, tmp_path, monkeypatch):
     calls = []
-    real_overlay = files.overlay
+    real_overlay = files.overlay_with_legend
 
     def interrupt_on_the_second_image(*args, **kwargs):
         calls.append(1)
@@ -38,12 +38,12 @@ def test_interrupted_predict_leaves_only_whole_files_and_resumes(inputs, tmp_pat
             raise KeyboardInterrupt
         return real_overlay(*args, **kwargs)
 
-    monkeypatch.setattr(files, "overlay", interrupt_on_the_second_image)
+    monkeypatch.setattr(files, "overlay_with_legend", interrupt_on_the_second_image)
     predict(inputs, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_overlay.jpg", "b.png"]  # no temporary file
     first = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
 
-    monkeypatch.setattr(files, "overlay", real_overlay)
+    monkeypatch.setattr(files, "overlay_with_legend", real_overlay)
     result = predict(inputs, tmp_path, "--skip-existing")
     assert result.exit_code == 0, result.output
     assert "1 already there, skipped" in " ".join(result.output.split())

@@ -53,6 +53,10 @@ def test_label_png_and_overlay_are_those_of_predict(server, predicted):
         overlay = _post(server, name, "overlay")
         assert overlay.headers["content-type"] == "image/jpeg"
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(overlay.content))), np.asarray(overlay_jpg)), name
+        assert overlay_jpg.width > label_png.width  # both with the class legend beside the overlay
+        plain = httpx.post(f"{server.url}/predict", params={"format": "overlay", "legend": "0"},
+                           files={"image": (name, server.images[name].read_bytes(), "image/png")}, timeout=60)
+        assert Image.open(io.BytesIO(plain.content)).size == label_png.size, name
 
 
 def test_raw_body_gives_the_same_labels_as_multipart(server, predicted):
@@ -129,6 +133,8 @@ def test_bad_uploads_get_one_json_line_and_good_ones_keep_working(server, predic
         "bad format": ({"files": {"image": ("a.png", good)}, "params": {"format": "gif"}}, 400, "unknown format"),
         "bad alpha": ({"files": {"image": ("a.png", good)}, "params": {"format": "overlay", "alpha": "2"}}, 400,
                       "alpha"),
+        "bad legend": ({"files": {"image": ("a.png", good)}, "params": {"format": "overlay", "legend": "maybe"}},
+                       400, "legend must be one of"),
         "broken multipart": ({"content": b"--x\r\nnonsense", "headers": {"content-type": "multipart/form-data"}},
                              400, "multipart"),
     }

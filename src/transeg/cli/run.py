@@ -85,6 +85,8 @@ def inference_model(segmentor: Segmentor, backend: str, precision: str, images: 
               help="Resize so H and W are multiples (e.g. 32), at most 1024.")
 @click.option("--batch-size", type=BATCH, default=4, show_default=True, help="Windows per forward in slide.")
 @click.option("--alpha", type=UNIT_INTERVAL, default=0.5, show_default=True, help="Overlay opacity, 0..1.")
+@click.option("--no-legend", is_flag=True,
+              help="Overlays of the image's size, without the legend of the classes present beside them.")
 @click.option("--skip-existing", is_flag=True,
               help="Skip images whose label map and overlay are already in --out (resume a long run).")
 @click.option("--format", "export_format", type=click.Choice(EXPORT_FORMATS), default="png", show_default=True,
@@ -99,7 +101,7 @@ def inference_model(segmentor: Segmentor, backend: str, precision: str, images: 
 @DEVICE_OPTION
 def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
             crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: tuple[float, ...], no_flip: bool,
-            size_divisor: int | None, batch_size: int, alpha: float, skip_existing: bool, export_format: str,
+            size_divisor: int | None, batch_size: int, alpha: float, no_legend: bool, skip_existing: bool, export_format: str,
             probs: str | None, save_labels: bool, backend: str, precision: str, device: str) -> None:
     """Segment IMAGES (files, folders, globs or videos) with MODEL; write label PNGs and overlays to --out."""
     segmentor = load_model(model, num_classes)
@@ -115,7 +117,7 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
         written = all_reduce_count(len(predict_files(
             runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scales, flip=not no_flip,
             size_divisor=size_divisor, batch_size=batch_size, alpha=alpha, skip_existing=skip_existing,
-            probs=probs, save_labels=save_labels, rank=info.rank, world_size=info.world_size, device=info.device,
+            probs=probs, legend=not no_legend, save_labels=save_labels, rank=info.rank, world_size=info.world_size, device=info.device,
         )), info)
     skipped = f" ({len(paths) - written} already there, skipped)" if written < len(paths) else ""
     if info.is_main:

@@ -19,7 +19,7 @@ from transeg.inference.modes import Predictor
 from transeg.inference.stream import predict_tiff
 from transeg.inference.video import is_video, predict_video, video_outputs
 from transeg.models.segmentor import Segmentor
-from transeg.viz import overlay
+from transeg.viz import legend_names, overlay_with_legend
 from transeg.weights.files import write_atomic
 
 
@@ -105,15 +105,17 @@ def _done(out_dir: Path, path: Path, stem: str, save_labels: bool) -> bool:
 
 
 def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha: float = 0.5,
-                  skip_existing: bool = False, probs: str | None = None, save_labels: bool = False, rank: int = 0,
-                  world_size: int = 1, **predictor_options) -> list[Path]:
+                  skip_existing: bool = False, probs: str | None = None, legend: bool = True,
+                  save_labels: bool = False, rank: int = 0, world_size: int = 1, **predictor_options) -> list[Path]:
     """Write ``<stem>.png`` (palette label map, input size; ``<stem>.tif`` for TIFF inputs, see
     ``predict_tiff``) and ``<stem>_overlay.jpg`` per image, each atomically (an interrupted run leaves
     no half-written file); returns the label maps written. A video (``VIDEO_SUFFIXES``) gives
     ``<stem>_overlay.mp4`` instead, and with ``save_labels`` its per-frame label maps in
     ``<stem>_labels/`` (see ``predict_video``); the video itself is returned. ``probs`` ('png' or
     'npy') adds the confidence map (and the probabilities) of ``write_probs`` for images other than
-    TIFF. ``skip_existing`` skips the inputs whose outputs are all there, which resumes a long run.
+    TIFF. ``legend`` puts the classes present, with their palette colours, beside each overlay
+    (``overlay_with_legend``; not on a TIFF's preview nor in a video). ``skip_existing`` skips the
+    inputs whose outputs are all there, which resumes a long run.
     Process ``rank`` of ``world_size`` (torchrun) takes every ``world_size``-th input, so that the
     processes together write each output once."""
     paths = expand_images(images)
@@ -127,6 +129,7 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
     predictor = Predictor(model, **predictor_options)
     palette = np.asarray(model.config.palette, np.uint8) if model.config.palette else default_palette(
         max(model.num_classes, 2))
+    names = legend_names(model.config.class_names, max(model.num_classes, 2))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -155,7 +158,8 @@ def predict_files(model: Segmentor, images: Iterable[str], out_dir: Path, alpha:
                 else:
                     labels = predictor.predict(image)
                 write_atomic(label_path, lambda tmp, labels=labels: save_label_png(labels, tmp, palette))
-                blended = Image.fromarray(np.ascontiguousarray(overlay(image, labels, palette, alpha=alpha)))
+                blended = Image.fromarray(np.ascontiguousarray(
+                    overlay_with_legend(image, labels, palette, names, alpha=alpha, legend=legend)))
             write_atomic(overlay_path, lambda tmp, blended=blended: blended.save(tmp, quality=92))
             written.append(label_path)
             progress.advance(task)

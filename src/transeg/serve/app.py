@@ -31,9 +31,10 @@ from transeg.errors import TransegError, one_line
 from transeg.inference.backends import InferenceModel
 from transeg.serve.batching import MicroBatcher, QueueFull
 from transeg.serve.runner import LabelRunner
-from transeg.viz import overlay
+from transeg.viz import legend_names, overlay_with_legend
 
 FORMATS = ("png", "json", "overlay")
+LEGEND_VALUES = {"1": True, "true": True, "0": False, "false": False}
 STATIC = files("transeg.serve") / "static"
 
 
@@ -118,7 +119,7 @@ class Service:
         config = model.config
         self.palette = (np.asarray(config.palette, np.uint8) if config.palette
                         else default_palette(max(k, 2)))
-        self.classes = list(config.class_names or [f"class {i}" for i in range(max(k, 2))])
+        self.classes = legend_names(config.class_names, max(k, 2))
         self.batcher = MicroBatcher(LabelRunner(model, device), limits.max_batch, limits.batch_window_ms / 1000,
                                     limits.queue_size)
 
@@ -142,21 +143,23 @@ class Service:
         except TransegError as exc:
             raise RequestError(422, one_line(exc)) from None
 
-    def render(self, image: np.ndarray, labels: np.ndarray, fmt: str, alpha: float) -> Response:
-        """The answer in ``fmt``; the PNG carries the classes present in header ``X-Transeg-Classes``."""
+    def render(self, image: np.ndarray, labels: np.ndarray, fmt: str, alpha: float, legend: bool = True) -> Response:
+        """The answer in ``fmt``; the PNG carries the classes present in header ``X-Transeg-Classes``; the
+        overlay is ``predict``'s, with the class legend beside it unless ``legend`` is false."""
         present = [int(k) for k in np.unique(labels)]
         if fmt == "json":
             classes = [{"id": k, "name": self.classes[k] if k < len(self.classes) else f"class {k}",
                         "pixels": int((labels == k).sum()), "rle": encode_mask(labels == k)} for k in present]
             return JSONResponse({"model": self.name, "size": list(labels.shape), "classes": classes})
         if fmt == "overlay":
-            return Response(_jpeg(overlay(image, labels, self.palette, alpha=alpha)), media_type="image/jpeg")
+            picture = overlay_with_legend(image, labels, self.palette, self.classes, alpha=alpha, legend=legend)
+            return Response(_jpeg(picture), media_type="image/jpeg")
         return Response(_png(label_image(labels, self.palette)), media_type="image/png",
                         headers={"X-Transeg-Classes": ",".join(map(str, present))})
 
 
-def _query(request: Request) -> tuple[str, float]:
-    """``format`` and ``alpha`` from the query, checked."""
+def _query(request: Request) -> tuple[str, float, bool]:
+    """``format``, ``alpha`` and ``legend`` (1/true or 0/false) from the query, checked."""
     fmt = request.query_params.get("format", "png")
     if fmt not in FORMATS:
         raise RequestError(400, f"unknown format {fmt!r} (use {', '.join(FORMATS)})")
@@ -167,7 +170,10 @@ def _query(request: Request) -> tuple[str, float]:
         alpha = -1.0
     if not 0.0 <= alpha <= 1.0:
         raise RequestError(400, f"alpha must be a number in [0, 1], got {text!r}")
-    return fmt, alpha
+    legend = request.query_params.get("legend", "1").lower()
+    if legend not in LEGEND_VALUES:
+        raise RequestError(400, f"legend must be one of {', '.join(LEGEND_VALUES)}, got {legend!r}")
+    return fmt, alpha, LEGEND_VALUES[legend]
 
 
 def create_app(model: InferenceModel, name: str, backend: str = "eager", device: str = "cpu",
@@ -211,7 +217,7 @@ def create_app(model: InferenceModel, name: str, backend: str = "eager", device:
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
-        fmt, alpha = _query(request)
+        fmt, alpha, legend = _query(request)
         data, source = await _image_bytes(request, await _read_body(request, service.limits.max_bytes))
         try:
             image = await run_in_threadpool(decode_image, data, source, service.limits.max_pixels)
@@ -220,6 +226,6 @@ def create_app(model: InferenceModel, name: str, backend: str = "eager", device:
         except TransegError as exc:
             raise RequestError(400, one_line(exc)) from None
         labels = await service.labels(image)
-        return await run_in_threadpool(service.render, image, labels, fmt, alpha)
+        return await run_in_threadpool(service.render, image, labels, fmt, alpha, legend)
 
     return app
