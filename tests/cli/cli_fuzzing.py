@@ -231,7 +231,8 @@ def _predict(e: Example) -> None:
                                                                           ODD_TEXT, HOSTILE_NUMBERS),
                "--size-divisor": _positive(64), "--batch-size": _positive(4), "--no-flip": None,
                "--alpha": st.one_of(st.floats(0, 1).map(str), HOSTILE_NUMBERS), "--num-classes": _positive(8),
-               "--skip-existing": None, "--no-legend": None, "--precision": st.sampled_from(["fp32", "bf16", "fp16", "int8"]),
+               "--skip-existing": None, "--no-legend": None,
+               "--precision": st.sampled_from(["fp32", "bf16", "fp16", "int8"]),
                "--device": DEVICES, "--save-labels": None,
                "--format": st.sampled_from(["png", "coco", "labelstudio", "cvat", "yolo"]),
                "--probs": st.sampled_from(["png", "npy", "jpg"])})

@@ -101,7 +101,8 @@ def inference_model(segmentor: Segmentor, backend: str, precision: str, images: 
 @DEVICE_OPTION
 def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int | None, mode: str,
             crop: tuple[int, int] | None, stride: tuple[int, int] | None, scales: tuple[float, ...], no_flip: bool,
-            size_divisor: int | None, batch_size: int, alpha: float, no_legend: bool, skip_existing: bool, export_format: str,
+            size_divisor: int | None, batch_size: int, alpha: float, no_legend: bool, skip_existing: bool,
+            export_format: str,
             probs: str | None, save_labels: bool, backend: str, precision: str, device: str) -> None:
     """Segment IMAGES (files, folders, globs or videos) with MODEL; write label PNGs and overlays to --out."""
     segmentor = load_model(model, num_classes)
@@ -117,7 +118,8 @@ def predict(model: str, images: tuple[str, ...], out_dir: Path, num_classes: int
         written = all_reduce_count(len(predict_files(
             runner, paths, out_dir, mode=mode, crop=crop, stride=stride, scales=scales, flip=not no_flip,
             size_divisor=size_divisor, batch_size=batch_size, alpha=alpha, skip_existing=skip_existing,
-            probs=probs, legend=not no_legend, save_labels=save_labels, rank=info.rank, world_size=info.world_size, device=info.device,
+            probs=probs, legend=not no_legend, save_labels=save_labels, rank=info.rank, world_size=info.world_size,
+            device=info.device,
         )), info)
     skipped = f" ({len(paths) - written} already there, skipped)" if written < len(paths) else ""
     if info.is_main:

@@ -51,8 +51,9 @@ def predict_tiff(predictor: Predictor, path: Path, label_path: Path, palette: np
             for labels in labelled:
                 first = -y % step  # the band's first row on the preview grid
                 rows = slice(first, labels.shape[0], step)
-                previews.append((to_display(reader.read_rows(y, y + labels.shape[0])[rows, ::step]),
-                                 labels[rows, ::step]))
+                # copies: views would keep each band's full rows alive, and memory would grow with the height
+                previews.append((to_display(reader.read_rows(y, y + labels.shape[0])[rows, ::step]).copy(),
+                                 labels[rows, ::step].copy()))
                 y += labels.shape[0]
                 yield labels
 
