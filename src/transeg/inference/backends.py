@@ -204,9 +204,9 @@ def default_int8_runtime() -> Int8Runtime:
 
 class OpenVinoStatic:
     """An ONNX file run by OpenVINO on the CPU, compiled once per input shape with that shape fixed:
-    static shapes let OpenVINO plan every kernel and buffer ahead, 2-2.6x faster than compiling the
-    dynamic-shape graph for segformer-b0 at 512x512 (``benchmarks/int8.py``, docs/deploy.md). The
-    ``cache`` most recent shapes stay compiled (a compile takes about a second for B0)."""
+    static shapes let OpenVINO plan every kernel and buffer ahead, 2-3x faster than compiling the
+    dynamic-shape graph for segformer-b0 and b2 at 512x512 (``benchmarks/int8.py``, docs/deploy.md).
+    The ``cache`` most recent shapes stay compiled (a compile of the B0 INT8 graph: 2-2.5 s, 2 cores)."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int, cache: int = 4) -> None:
         try:
