@@ -215,6 +215,7 @@ def _export(e: Example) -> None:
                "--embed-preprocess": None, "--output": st.sampled_from(["labels", "probs", "logits", "mask"]),
                "--size-divisor": st.one_of(st.integers(1, 64).map(str), HOSTILE_NUMBERS), "--int8": None,
                "--calib": lambda: [e.image()], "--eval": lambda: [e.config()],
+               "--int8-runtime": st.sampled_from(["openvino", "onnxruntime", "tvm"]),
                "--max-drop": st.one_of(st.sampled_from(["0", "0.5", "1"]), HOSTILE_NUMBERS), "--device": DEVICES})
 
 

@@ -38,8 +38,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     result = CliRunner().invoke(cli, ["export", str(checkpoint), "--out", str(folder / "fp32.onnx")])
     assert result.exit_code == 0, result.output
     # what export --int8 runs after the export (the command itself: the slow tests below)
-    quantize_int8(folder / "fp32.onnx", folder / "int8.onnx", sorted((folder / "calib").iterdir()))
-    return {"folder": folder, "checkpoint": checkpoint, "fp32": folder / "fp32.onnx", "int8": folder / "int8.onnx"}
+    calib = sorted((folder / "calib").iterdir())
+    quantize_int8(folder / "fp32.onnx", folder / "int8.onnx", calib)
+    quantize_int8(folder / "fp32.onnx", folder / "int8-ov.onnx", calib, runtime="openvino")
+    return {"folder": folder, "checkpoint": checkpoint, "fp32": folder / "fp32.onnx", "int8": folder / "int8.onnx",
+            "int8_ov": folder / "int8-ov.onnx"}
 
 
 def _producers(model) -> dict[str, str]:
@@ -170,7 +173,8 @@ def test_max_drop_exceeded_exits_2_with_one_line_and_writes_nothing(files, tmp_p
 
 
 def test_int8_options_refused_in_one_line(tmp_path):
-    for args in (["--int8"], ["--calib", str(tmp_path)], ["--int8", "--calib", str(tmp_path / "none")]):
+    for args in (["--int8"], ["--calib", str(tmp_path)], ["--int8", "--calib", str(tmp_path / "none")],
+                 ["--int8-runtime", "openvino"]):
         result = CliRunner().invoke(cli, ["export", "segformer-b0", "--out", str(tmp_path / "m.onnx"), *args])
         assert result.exit_code == 2, result.output
         assert result.output.count("\n") == 1 and result.output.startswith("error:"), result.output
@@ -199,3 +203,51 @@ def test_serve_int8_refuses_a_checkpoint_in_one_line(files):
     result = CliRunner().invoke(cli, ["serve", str(files["checkpoint"]), "--backend", "int8", "--port", "1"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert str(files["checkpoint"]) in result.output
+
+
+def test_openvino_layout_keeps_conv_outputs_float_and_is_its_default_runtime(files):
+    """runtime="openvino": the same weights quantised, but no Conv output is requantised (ONNX Runtime's
+    layout requantises them, for QLinearConv); Int8Segmentor runs such a file in OpenVINO by default and it
+    agrees with fp32 as the ONNX Runtime layout does."""
+    import torch
+
+    from transeg.inference.backends import Int8Segmentor, OnnxSegmentor
+    from transeg.inference.modes import normalize
+
+    consumers = {}
+    for name, path in (("onnxruntime", files["int8"]), ("openvino", files["int8_ov"])):
+        model = onnx.load(str(path))
+        conv_outputs = {n.output[0] for n in model.graph.node if n.op_type == "Conv"}
+        consumers[name] = [n.op_type for n in model.graph.node if set(n.input) & conv_outputs]
+        info = json.loads({p.key: p.value for p in model.metadata_props}["quantization"])
+        assert info["runtime"] == name
+    assert "QuantizeLinear" in consumers["onnxruntime"] and "QuantizeLinear" not in consumers["openvino"]
+    with pytest.raises(TransegError, match="unknown INT8 runtime"):
+        quantize_int8(files["fp32"], files["folder"] / "x.onnx", [files["folder"] / "calib" / "0.png"], runtime="tvm")
+    pytest.importorskip("openvino")
+    runner = Int8Segmentor(files["int8_ov"], threads=1)
+    assert runner.runtime == "openvino"
+    fp32 = OnnxSegmentor(files["fp32"], runner.config, 29, threads=1)
+    with torch.inference_mode():
+        for seed in (7, 8):
+            x = normalize(scene(*SIZE, seed=seed), runner.config.mean, runner.config.std)
+            assert (runner(x).argmax(1) == fp32(x).argmax(1)).float().mean() > 0.9
+
+
+def test_openvino_static_matches_onnxruntime_at_each_shape(files):
+    """OpenVinoStatic compiles per input shape: fp32 logits equal ONNX Runtime's (1e-4) at three shapes,
+    batch 2 included, and at most ``cache`` shapes stay compiled, the least recently used dropped first."""
+    pytest.importorskip("openvino")
+    import onnxruntime as ort
+
+    from transeg.inference.backends import OpenVinoStatic
+
+    session = ort.InferenceSession(str(files["fp32"]), providers=["CPUExecutionProvider"])
+    runner = OpenVinoStatic(files["fp32"], threads=1, cache=2)
+    rng = np.random.default_rng(0)
+    shapes = [(1, 3, 64, 96), (2, 3, 96, 64), (1, 3, 64, 96), (1, 3, 32, 32)]
+    for shape in shapes:
+        x = rng.standard_normal(shape).astype(np.float32)
+        expected = session.run(None, {"image": x})[0]
+        np.testing.assert_allclose(runner(x), expected, atol=1e-4, rtol=1e-4)
+    assert list(runner.requests) == [(1, 3, 64, 96), (1, 3, 32, 32)]

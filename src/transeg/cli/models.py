@@ -19,6 +19,7 @@ from transeg.engine.evaluate import require_same_classes
 from transeg.engine.quant_eval import compare_int8, onnx_labeler
 from transeg.engine.recipe import TrainConfig, build_dataset_from_config, load_config
 from transeg.errors import TransegError
+from transeg.inference.backends import default_int8_runtime
 from transeg.inference.embed import OUTPUTS, export_embedded
 from transeg.inference.export import MAX_OPSET, MIN_OPSET, export_onnx
 from transeg.inference.predict import expand_images
@@ -81,6 +82,9 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_wid
 @click.option("--int8", is_flag=True, help="Static INT8 quantisation (QDQ, per-channel weights).")
 @click.option("--calib", multiple=True, metavar="IMAGES",
               help="With --int8: calibration images (files, folders or globs; repeatable).")
+@click.option("--int8-runtime", type=click.Choice(["openvino", "onnxruntime"]), default=None,
+              help="With --int8: the runtime to lay the graph out for (default: openvino where installed, "
+                   "onnxruntime for --embed-preprocess or without openvino).")
 @click.option("--eval", "eval_config", type=click.Path(path_type=Path), default=None,
               help="With --int8: compare INT8 with fp32 on this training config's val split.")
 @click.option("--max-drop", type=FiniteFloatRange(0.0, 100.0), default=1.0, show_default=True,
@@ -88,16 +92,16 @@ def info(model: str, num_classes: int | None, size: tuple[int, int], decoder_wid
 @DEVICE_OPTION
 def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int | None,
                    size: tuple[int, int] | None, embed_preprocess: bool, output: str | None,
-                   size_divisor: int | None, int8: bool, calib: tuple[str, ...], eval_config: Path | None,
-                   max_drop: float, device: str) -> None:
+                   size_divisor: int | None, int8: bool, calib: tuple[str, ...], int8_runtime: str | None,
+                   eval_config: Path | None, max_drop: float, device: str) -> None:
     """Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size); optionally with the
     preprocessing inside (--embed-preprocess) and quantised to INT8 (--int8 --calib IMAGES)."""
     if not embed_preprocess and (output or size_divisor):
         raise TransegError("--output and --size-divisor apply with --embed-preprocess")
     if embed_preprocess and size is not None:
         raise TransegError("--embed-preprocess exports dynamic sizes; drop --size")
-    if not int8 and (calib or eval_config):
-        raise TransegError("--calib and --eval apply with --int8")
+    if not int8 and (calib or eval_config or int8_runtime):
+        raise TransegError("--calib, --int8-runtime and --eval apply with --int8")
     if int8 and not calib:
         raise TransegError("--int8 needs calibration images: --calib IMAGES")
     calib_paths = expand_images(calib)
@@ -117,7 +121,8 @@ def export_command(model: str, fmt: str, out: Path, opset: int, num_classes: int
         if int8:
             quantized = Path(tmp) / "int8.onnx"
             with console.status(f"quantising to INT8, calibrated on {len(calib_paths)} images"):
-                quantize_int8(fp32, quantized, calib_paths)
+                runtime = int8_runtime or ("onnxruntime" if embed_preprocess else default_int8_runtime())
+                quantize_int8(fp32, quantized, calib_paths, runtime=runtime)
             if dataset is not None:
                 _check_drop(fp32, quantized, dataset, cfg, eval_config, max_drop)
             os.replace(quantized, out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -201,30 +202,56 @@ def default_int8_runtime() -> Int8Runtime:
     return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
 
 
+class OpenVinoStatic:
+    """An ONNX file run by OpenVINO on the CPU, compiled once per input shape with that shape fixed:
+    static shapes let OpenVINO plan every kernel and buffer ahead, 2-3x faster than compiling the
+    dynamic-shape graph for segformer-b0 and b2 at 512x512 (``benchmarks/int8.py``, docs/deploy.md).
+    The ``cache`` most recent shapes stay compiled (a compile of the B0 INT8 graph: 2-2.5 s, 2 cores)."""
+
+    def __init__(self, path: str | os.PathLike[str], threads: int, cache: int = 4) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise TransegError("the openvino INT8 runtime needs it: pip install 'transeg[openvino]'") from None
+        self.core, self.path, self.threads, self.cache = ov.Core(), str(path), threads, cache
+        self.requests: dict[tuple[int, ...], object] = {}
+
+    def _request(self, shape: tuple[int, ...]):
+        if shape not in self.requests:
+            model = self.core.read_model(self.path)
+            model.reshape(list(shape))
+            compiled = self.core.compile_model(model, "CPU", {
+                "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": "f32"})
+            if len(self.requests) >= self.cache:
+                del self.requests[next(iter(self.requests))]
+            self.requests[shape] = compiled.create_infer_request()
+        self.requests[shape] = self.requests.pop(shape)  # most recently used last
+        return self.requests[shape]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) float32 -> the graph's first output, e.g. logits (B, K, h, w)."""
+        return self._request(tuple(x.shape)).infer([x])[0].copy()
+
+
 class Int8Segmentor(BackendModule):
     """The ``int8`` backend: a file written by ``transeg export --int8`` (without ``--embed-preprocess``),
     (B, 3, H, W) normalised float32 -> logits (B, K, h, w), run by OpenVINO (the QDQ graph read as its
-    INT8 model) or ONNX Runtime, ``default_int8_runtime`` unless ``runtime`` says. Config and
-    ``min_input_size`` come from the file's metadata."""
+    INT8 model) or ONNX Runtime: ``runtime``, else the one the file was laid out for where installed,
+    else ``default_int8_runtime``. Config and ``min_input_size`` come from the file's metadata."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
                  runtime: Int8Runtime | None = None) -> None:
-        config, least = _int8_file(path)
+        config, least, made_for = _int8_file(path)
         super().__init__(config, least)
-        self.runtime = runtime or default_int8_runtime()
+        installed = made_for == "onnxruntime" or importlib.util.find_spec(made_for or "-") is not None
+        self.runtime = runtime or (made_for if made_for and installed else default_int8_runtime())
         threads = threads or torch.get_num_threads()
         if self.runtime == "onnxruntime":
             self._run = OnnxSegmentor(path, config, least, threads)
         elif self.runtime == "openvino":
-            try:
-                import openvino as ov
-            except ImportError:
-                raise TransegError("the openvino INT8 runtime needs it: pip install 'transeg[openvino]'") from None
-            core = ov.Core()
-            compiled = core.compile_model(core.read_model(str(path)), "CPU", {
-                "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
-            request = compiled.create_infer_request()
-            self._run = lambda x: torch.from_numpy(request.infer([np.ascontiguousarray(x.numpy())])[0].copy())
+            run = OpenVinoStatic(path, threads)
+            self._run = lambda x: torch.from_numpy(run(np.ascontiguousarray(x.numpy())))
         else:
             raise TransegError(f"unknown INT8 runtime {runtime!r} (known: openvino, onnxruntime)")
 
@@ -232,8 +259,9 @@ class Int8Segmentor(BackendModule):
         return self._run(x.detach().cpu().float())
 
 
-def _int8_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, int]:
-    """The config and minimum input size of a float-input INT8 file of ``transeg export --int8``."""
+def _int8_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, int, str | None]:
+    """The config, minimum input size and intended runtime (None in older files) of a float-input INT8
+    file of ``transeg export --int8``."""
     try:
         import onnx
     except ImportError:
@@ -248,7 +276,8 @@ def _int8_file(path: str | os.PathLike[str]) -> tuple[ModelConfig, int]:
     if graph.graph.input[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         raise TransegError(f"{path}: takes uint8 images (--embed-preprocess); the int8 backend needs the "
                            "float-input export")
-    return model_config_from_json(meta["transeg_config"], str(path)), int(meta["min_input_size"])
+    runtime = json.loads(meta["quantization"]).get("runtime")
+    return model_config_from_json(meta["transeg_config"], str(path)), int(meta["min_input_size"]), runtime
 
 
 def optimize_for_inference(model: Segmentor, backend: Backend = "auto", precision: Precision = "fp32",
