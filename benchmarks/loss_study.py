@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -149,11 +150,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(loss, args.config, args.data_root, args.minutes, args.threads, args.out) for loss in args.losses]
     columns = (TextColumn("loss study"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool, \
-            Progress(*columns) as progress:
+    # an executor's workers are not daemons, so each run's data loader may start its own workers
+    with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool, Progress(*columns) as progress:
         task = progress.add_task("runs", total=len(jobs))
-        pending = [pool.apply_async(run, job, callback=lambda _: progress.advance(task)) for job in jobs]
-        reports = [p.get() for p in pending]
+        pending = [pool.submit(run, *job) for job in jobs]
+        for future in pending:
+            future.add_done_callback(lambda _: progress.advance(task))
+        reports = [future.result() for future in pending]
     header = (f"{load_config(args.config).model.name} from random initialisation, {args.minutes:g} min of "
               f"training per loss, {args.threads} thread(s) each, {args.parallel} at a time: val IoU (%)")
     show(reports, header)
