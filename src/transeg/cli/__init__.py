@@ -19,7 +19,9 @@ COMMANDS = {
     "convert": LazyCommand("transeg.cli.models:convert_command", "Convert a checkpoint (official, mmseg 0.x, "
                            "transformers, transeg) to transeg or transformers format."),
     "export": LazyCommand("transeg.cli.models:export_command",
-                          "Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size)."),
+                          "Export MODEL to ONNX with dynamic batch, height and width (or a fixed --size); "
+                          "optionally with the preprocessing inside (--embed-preprocess) and quantised to INT8 "
+                          "(--int8 --calib IMAGES)."),
     "train": LazyCommand("transeg.cli.run:train_command",
                          "Train the model described by CONFIG (YAML); run under torchrun for several processes."),
     "eval": LazyCommand("transeg.cli.run:eval_command", "Evaluate MODEL (any checkpoint) on a dataset: mIoU, "
