@@ -1,0 +1,113 @@
+"""Seconds per training step of each model through transeg's trainer (its loss with every auxiliary
+term, AdamW, the recipe's parameter groups), on synthetic scenes of CamVid's frame size. Models are
+timed interleaved in one process, step by step, and the median after warm-up is reported, so that
+machine load touches each model alike. Run the same command on two commits to compare them.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_step.py --models segmenter-t16-mask segdeformer-mit-b0-eff
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transeg.data.synthetic import write_synthetic_dataset
+from transeg.engine.recipe import parse_config
+from transeg.engine.train import Trainer
+
+
+def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch: int, steps: int) -> Trainer:
+    """A trainer of ``model`` on the synthetic folder ``root``, ``steps`` iterations of ``batch`` crops."""
+    return Trainer(parse_config({
+        "model": {"name": model},
+        "data": {"dataset": "folder", "root": str(root), "crop_size": list(size), "scale": [size[1], size[0]],
+                 "ratio_range": [1.0, 1.0], "test_scale": None, "num_workers": 0, "val_split": None},
+        "optimizer": {"type": "adamw", "lr": 6e-4, "weight_decay": 0.01},
+        "schedule": {"iterations": steps, "warmup_iters": 1},
+        "train": {"batch_size": batch, "eval_interval": 10**9, "checkpoint_interval": 10**9, "log_interval": 10**9},
+        "output_dir": str(out),
+    }))
+
+
+def step_times(trainers: dict[str, Trainer]) -> dict[str, list[float]]:
+    """Run the trainers' fits in turn, one step of each at a time; the seconds of every step."""
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    fits = {}
+    for name, trainer in trainers.items():
+        fits[name] = _stepwise(trainer, times[name])
+    live = dict(fits)
+    while live:
+        for name, fit in list(live.items()):
+            try:
+                next(fit)
+            except StopIteration:
+                del live[name]
+    return times
+
+
+def _stepwise(trainer: Trainer, times: list[float]):
+    """A generator that runs ``trainer.fit`` and yields after each of its steps (recorded in ``times``)."""
+    import threading
+
+    go, done = threading.Semaphore(0), threading.Semaphore(0)
+    step = trainer._step
+
+    def timed(*args):
+        go.acquire()
+        start = time.perf_counter()
+        result = step(*args)
+        times.append(time.perf_counter() - start)
+        done.release()
+        return result
+
+    trainer._step = timed
+    finished = threading.Event()
+
+    def fit() -> None:
+        try:
+            trainer.fit(show_progress=False)
+        finally:
+            finished.set()
+            done.release()
+
+    threading.Thread(target=fit, daemon=True).start()
+    while True:
+        go.release()
+        done.acquire()
+        if finished.is_set():
+            return
+        yield
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["segformer-b0", "segmenter-t16-mask", "segdeformer-mit-b0-eff"])
+    parser.add_argument("--size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps after one warm-up step")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    size = tuple(args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_synthetic_dataset(Path(tmp) / "data", 2 * args.batch, 1, size)
+        trainers = {m: trainer_for(m, root, Path(tmp) / m, size, args.batch, args.steps + 1) for m in args.models}
+        times = step_times(trainers)
+    print(f"training step, batch {args.batch}, {size[0]}x{size[1]}, fp32, {args.threads} threads, "
+          f"median of {args.steps} interleaved steps after one warm-up\n")
+    print("| model | s/step | images/s |\n| --- | --- | --- |")
+    for name, seconds in times.items():
+        median = statistics.median(seconds[1:])
+        print(f"| {name} | {median:.3f} | {args.batch / median:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
