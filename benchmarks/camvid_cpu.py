@@ -5,9 +5,11 @@ pipeline and trainer for ``--minutes``, its schedule sized from a short calibrat
 with the budget, then evaluates on the 101 val frames and reports mIoU, per-class IoU and training
 images/s. Unless ``--no-transformers``, the first (SegFormer) recipe also drives transformers'
 ``SegformerForSemanticSegmentation`` through the very same pipeline, loss, optimizer groups and
-schedule. Runs go concurrently, ``--threads`` each, so that all see the same machine.
+schedule. Runs go concurrently, ``--threads`` each, so that all see the same machine, or one after
+another with ``--sequential``, each then having the whole machine.
 
-    python benchmarks/camvid_cpu.py --minutes 60
+    python benchmarks/camvid_cpu.py --minutes 30 --threads 2 --sequential
+    python benchmarks/camvid_cpu.py --minutes 30 --threads 2 --no-transformers --out runs/camvid30
     python benchmarks/camvid_cpu.py --minutes 15 --no-transformers \
         --configs configs/segformer/segformer-b0-camvid-cpu.yaml configs/segmenter/segmenter-t16-mask-camvid-cpu.yaml
 """
@@ -118,6 +120,7 @@ def main() -> None:
     parser.add_argument("--no-transformers", action="store_true", help="skip the transformers SegFormer run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes per run")
+    parser.add_argument("--sequential", action="store_true", help="one run after another, not side by side")
     parser.add_argument("--out", type=Path, default=Path("runs/camvid_cpu"))
     args = parser.parse_args()
     if not CAMVID.is_dir():
@@ -127,14 +130,16 @@ def main() -> None:
         runs.append((f"transformers-{load_config(args.configs[0]).model.name}", "transformers", args.configs[0]))
     args.out.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=run, args=(*r, args)) for r in runs]  # concurrently
+    processes = [context.Process(target=run, args=(*r, args)) for r in runs]
     for process in processes:
         process.start()
+        if args.sequential:
+            process.join()
     for process in processes:
         process.join()
     reports = [json.loads((args.out / f"{label}.json").read_text()) for label, _, _ in runs]
     print(f"CamVid val, from random initialisation, {args.minutes:g} min of training each, "
-          f"{args.threads} thread(s) each, runs side by side\n")
+          f"{args.threads} thread(s) each, runs {'one after another' if args.sequential else 'side by side'}\n")
     print("| | " + " | ".join(r["run"] for r in reports) + " |")
     print("| --- |" + " --- |" * len(reports))
     for key in ("mIoU", "aAcc"):

@@ -185,26 +185,28 @@ class RandomFlip:
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) float RGB in [0, 255] → HSV with H in [0, 360), S in [0, 1], V in [0, 255]."""
+    rgb = rgb.astype(np.float32, copy=False)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = rgb.max(-1)
-    delta = v - rgb.min(-1)
-    safe = np.where(delta > 0, delta, 1.0)
-    s = np.where(v > 0, delta / np.where(v > 0, v, 1.0), 0.0)
-    h = np.select([v == r, v == g], [((g - b) / safe) % 6.0, (b - r) / safe + 2.0], (r - g) / safe + 4.0)
-    h = np.where(delta > 0, h * 60.0, 0.0)
-    return np.stack([h, s, v], -1).astype(np.float32)
+    v = np.maximum(np.maximum(r, g), b)  # elementwise: a reduction over a last axis of 3 is slow
+    delta = v - np.minimum(np.minimum(r, g), b)
+    safe = np.where(delta > 0, delta, np.float32(1))
+    s = delta / np.where(v > 0, v, np.float32(1))
+    h = np.where(v == r, ((g - b) / safe) % 6, np.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    h = np.where(delta > 0, h * np.float32(60), np.float32(0))
+    return np.stack([h, s, v], -1)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`rgb_to_hsv`: (..., 3) HSV → float32 RGB in [0, 255]."""
-    h, s, v = hsv[..., 0] / 60.0, hsv[..., 1], hsv[..., 2]
-    sector = np.floor(h).astype(np.int64) % 6
-    f = h - np.floor(h)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    r = np.choose(sector, [v, q, p, p, t, v])
-    g = np.choose(sector, [t, v, v, q, p, p])
-    b = np.choose(sector, [p, p, t, v, v, q])
-    return np.stack([r, g, b], -1).astype(np.float32)
+    """Inverse of :func:`rgb_to_hsv`: (..., 3) HSV → float32 RGB in [0, 255]. Channel n (5, 3, 1 for
+    R, G, B) is V - V S clip(min(k, 4 - k), 0, 1) with k = (n + H / 60) mod 6."""
+    h, s, v = hsv[..., 0] / np.float32(60), hsv[..., 1], hsv[..., 2]
+    vs = v * s
+
+    def channel(n: int) -> np.ndarray:
+        k = (h + np.float32(n)) % 6
+        return v - vs * np.clip(np.minimum(k, 4 - k), 0, 1)
+
+    return np.stack([channel(5), channel(3), channel(1)], -1).astype(np.float32, copy=False)
 
 
 class PhotoMetricDistortion:
