@@ -28,12 +28,13 @@ from transeg.api import create_model
 from transeg.engine.losses import segmentation_loss
 
 
-
 def _attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The forward's two products, QK^T and PV, of (B, H, N, d) shapes."""
     return flop_counter.sdpa_flop_count(query, key, value)
 
 
 def _attention_backward(grad, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    """The backward's five products: QK^T again, then the gradients of P, V, Q and K."""
     return flop_counter.sdpa_backward_flop_count(grad, query, key, value)
 
 
@@ -85,8 +86,10 @@ def main() -> None:
     gemm = 2 * a.shape[0] * width * 4 * width / median_seconds(lambda: a @ b, 20)
     seconds = median_seconds(step, args.repeats)
     print(f"{args.model}, batch {args.batch}, {args.size[0]}x{args.size[1]}, fp32, {args.threads} threads")
-    print(f"| GFLOP per step | GEMM GFLOP/s | floor s | measured s | floor / measured |\n| --- | --- | --- | --- | --- |")
-    print(f"| {flops / 1e9:.1f} | {gemm / 1e9:.0f} | {flops / gemm:.3f} | {seconds:.3f} | {flops / gemm / seconds:.0%} |")
+    floor = flops / gemm
+    print("| GFLOP per step | GEMM GFLOP/s | floor s | measured s | floor / measured |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| {flops / 1e9:.1f} | {gemm / 1e9:.0f} | {floor:.3f} | {seconds:.3f} | {floor / seconds:.0%} |")
 
 
 if __name__ == "__main__":
