@@ -3,9 +3,9 @@
 Counts the floating-point operations of one training forward, loss and backward (``FlopCounterMode``,
 with PyTorch's own SDPA formulas mapped onto the CPU flash-attention kernels, which it does not
 count by itself: forward 2 and backward 5 attention matmuls), measures the fp32 GEMM rate of the
-machine on the model's width, and prints the floor (operations / GEMM rate) next to the measured
-seconds of the same forward and backward. A step near its floor can only get faster by doing less
-arithmetic or doing it in lower precision.
+machine on the model's width, interleaved with the steps, and prints the floor (operations / GEMM
+rate) next to the measured seconds of the same forward and backward. A step near its floor can
+only get faster by doing less arithmetic or doing it in lower precision.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_flops.py --model segmenter-t16-mask
 """
@@ -16,6 +16,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,15 +51,17 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def median_seconds(fn, repeats: int) -> float:
-    """The median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """The median wall time of each ``fn()`` over ``repeats`` rounds that call them in turn (after one
+    warm-up round), so that load coming and going falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -67,7 +70,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--classes", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,14 +85,15 @@ def main() -> None:
 
     flops = count_flops(step)
     width = max(m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear))
-    a, b = torch.randn(4096, width), torch.randn(width, 4 * width)
-    gemm = 2 * a.shape[0] * width * 4 * width / median_seconds(lambda: a @ b, 20)
-    seconds = median_seconds(step, args.repeats)
+    a, b = torch.randn(2048, width), torch.randn(width, 4 * width)
+    seconds = interleaved_seconds({"step": step, "gemm": lambda: a @ b}, args.repeats)
+    gemm = 2 * a.shape[0] * width * 4 * width / seconds["gemm"]
     print(f"{args.model}, batch {args.batch}, {args.size[0]}x{args.size[1]}, fp32, {args.threads} threads")
     floor = flops / gemm
     print("| GFLOP per step | GEMM GFLOP/s | floor s | measured s | floor / measured |")
     print("| --- | --- | --- | --- | --- |")
-    print(f"| {flops / 1e9:.1f} | {gemm / 1e9:.0f} | {floor:.3f} | {seconds:.3f} | {floor / seconds:.0%} |")
+    measured = seconds["step"]
+    print(f"| {flops / 1e9:.1f} | {gemm / 1e9:.0f} | {floor:.3f} | {measured:.3f} | {floor / measured:.0%} |")
 
 
 if __name__ == "__main__":
