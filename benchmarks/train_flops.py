@@ -43,7 +43,7 @@ CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _at
                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward}
 
 
-def count_flops(fn) -> int:
+def count_flops(fn: Callable[[], object]) -> int:
     """The floating-point operations of ``fn()``, its backward included, attention kernels counted."""
     counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
     with counter:

@@ -23,7 +23,7 @@ def test_counts_flash_attention_forward_and_backward() -> None:
     torch.manual_seed(0)
     b, n, c, heads, hidden = 2, 37, 64, 2, 256
     block = TransformerBlock(c, heads, hidden // c, 0.0, 1e-6)
-    x = torch.randn(b, n, c, requires_grad=False)
+    x = torch.randn(b, n, c)
 
     def step() -> None:
         block(x).sum().backward()
