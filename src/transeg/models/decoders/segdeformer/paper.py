@@ -95,6 +95,29 @@ class ContextAttention(nn.Module):
         out = F.scaled_dot_product_attention(split(self.q(query)), split(self.k(source)), split(self.v(source)))
         return out.transpose(1, 2).reshape(b, n, c)
 
+    def forward_mixture(self, query: torch.Tensor, weights: torch.Tensor, tokens: torch.Tensor,
+                        size: tuple[int, int]) -> torch.Tensor:
+        """``forward(query, weights @ tokens, size)`` for a source that mixes T < C tokens (T, C) with
+        (B, M, T) ``weights`` whose rows sum to 1 (a softmax), one head; query (B, N, C) -> (B, N, C).
+
+        Projections are affine and the rows sum to 1, so K = weights @ K_tok and V = weights @ V_tok
+        with K_tok, V_tok (T, C) the projected tokens, and softmax(Q K^T) V = softmax((Q K_tok^T)
+        weights^T) weights V_tok: the N x M attention runs at width T instead of C. With a reduction,
+        the stride-R conv of the (weights @ tokens) map is the conv of the weights map by the conv
+        weights composed with the tokens ((C, T, R, R)), then LayerNorm and K, V as in ``forward``."""
+        c = query.shape[2]
+        q = self.q(query)
+        if self.reduction is not None:
+            composed = torch.einsum("ocij,tc->otij", self.sr.weight, tokens)  # (C, T, R, R)
+            reduced = F.conv2d(tokens_to_map(weights, size), composed, self.sr.bias, stride=self.reduction)
+            source = self.norm(reduced.flatten(2).transpose(1, 2))  # (B, M / R^2, C)
+            return F.scaled_dot_product_attention(q[:, None], self.k(source)[:, None], self.v(source)[:, None])[:, 0]
+        k_tok = F.linear(tokens, self.k.weight, self.k.bias)  # (T, C)
+        v_tok = F.linear(tokens, self.v.weight, self.v.bias)
+        w = weights[:, None]  # (B, 1, M, T)
+        mixed = F.scaled_dot_product_attention((q @ k_tok.T)[:, None], w, w, scale=c**-0.5)  # (B, 1, N, T)
+        return mixed[:, 0] @ v_tok
+
 
 class PreNormFeedForward(nn.Module):
     """Z -> Z + FFN(LN(Z)), FFN = Linear(C, 4C), GELU, Linear(4C, C). (B, N, C) -> (B, N, C)."""
@@ -152,6 +175,9 @@ class ExternalContext(nn.Module):
         self.k_mid = nn.Linear(dim, dim)
         self.v_mid = nn.Linear(dim, dim)
         self.exter = ContextAttention(dim, 1, cfg.efficient_ratio) if cfg.y_exter else None
+        # Eq. 7 through the N_cls tokens (``ContextAttention.forward_mixture``) when N_cls < C; False:
+        # through X_mid (B, N, C), the literal order
+        self.factored = True
 
     def token_halves(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(class tokens, info tokens), each (N_cls, C): the sources of K_mid and V_mid."""
@@ -171,8 +197,12 @@ class ExternalContext(nn.Module):
         k_mid = F.linear(class_tokens, self.k_mid.weight, self.k_mid.bias)  # (N_cls, C)
         v_mid = F.linear(info_tokens, self.v_mid.weight, self.v_mid.bias)
         attn_mid = self.q_mid(x) @ k_mid.T * self.dim**-0.5  # (B, N, N_cls), Eq. 6
-        x_mid = attn_mid.softmax(dim=-1) @ v_mid  # (B, N, C)
-        y = self.exter(x, x_mid, size) if self.exter is not None else x_mid  # Eq. 7
+        p_mid = attn_mid.softmax(dim=-1)
+        if self.exter is not None and self.factored and self.exter.heads == 1 and v_mid.shape[0] < self.dim:
+            y = self.exter.forward_mixture(x, p_mid, v_mid, size)  # Eq. 7 without X_mid (B, N, C)
+        else:
+            x_mid = p_mid @ v_mid  # (B, N, C)
+            y = self.exter(x, x_mid, size) if self.exter is not None else x_mid  # Eq. 7
         if self.memory is not None and labels is not None:
             self.memory.update(tokens_to_map(x.detach(), size), labels)
         return y, attn_mid
