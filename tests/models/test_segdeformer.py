@@ -422,3 +422,41 @@ def test_segdeformer_is_registered():
     cfg = transeg.create_model("segdeformer-mit-b0", num_classes=2).config
     assert model_config_from_json(cfg.to_json()) == cfg
     assert dataclasses.asdict(cfg.decoder_config)["mode"] == "paper"
+
+
+# --------------------------------------------------------------------------- Eq. 7 through the tokens
+@pytest.mark.parametrize("reduction", [None, 2])
+def test_mixture_attention_equals_attention_over_the_mixed_source(reduction):
+    torch.manual_seed(0)
+    att = ContextAttention(C, 1, reduction)
+    torch.nn.init.normal_(att.q.bias), torch.nn.init.normal_(att.k.bias), torch.nn.init.normal_(att.v.bias)
+    query, tokens = torch.randn(2, 12 * 10, C), torch.randn(K, C)
+    weights = torch.randn(2, 12 * 10, K).softmax(dim=-1)
+    expected = ref_attention(att, query, weights @ tokens, (12, 10))
+    assert close(att.forward_mixture(query, weights, tokens, (12, 10)), expected)
+
+
+def _loss_and_grads(module: SegDeformer, feats: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    module.zero_grad()
+    out = module.forward_train(feats)
+    loss = out.logits.square().mean() + out.aux["attn"].square().mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("switches", [{}, {"efficient_ratio": 2}, {"decoupled": False}])
+def test_factored_external_attention_equals_the_literal_order_with_gradients(switches):
+    """Eq. 7 through the N_cls tokens (the default) against K_ext, V_ext of X_mid: outputs, loss and
+    every parameter's gradient (K = 5 < C = 16)."""
+    module = decoder(**switches).train()
+    module.fusion.dropout.p = 0.0
+    feats = features()
+    assert module.external.factored
+    loss, grads = _loss_and_grads(module, feats)
+    module.external.factored = False
+    ref_loss, ref_grads = _loss_and_grads(module, feats)
+    assert torch.allclose(loss, ref_loss, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    scale = max(g.abs().max().item() for g in ref_grads.values())
+    for name, grad in ref_grads.items():
+        assert (grads[name] - grad).abs().max().item() <= 1e-5 * scale, name
