@@ -422,3 +422,47 @@ def test_segdeformer_is_registered():
     cfg = transeg.create_model("segdeformer-mit-b0", num_classes=2).config
     assert model_config_from_json(cfg.to_json()) == cfg
     assert dataclasses.asdict(cfg.decoder_config)["mode"] == "paper"
+
+
+# --------------------------------------------------------------------------- Eq. 7 through the tokens
+def test_mixture_attention_equals_attention_over_the_mixed_source():
+    torch.manual_seed(0)
+    att = ContextAttention(C, 1)
+    torch.nn.init.normal_(att.q.bias), torch.nn.init.normal_(att.k.bias), torch.nn.init.normal_(att.v.bias)
+    query, tokens = torch.randn(2, 12 * 10, C), torch.randn(K, C)
+    weights = torch.randn(2, 12 * 10, K).softmax(dim=-1)
+    expected = ref_attention(att, query, weights @ tokens, (12, 10))
+    assert close(att.forward_mixture(query, weights, tokens), expected)
+
+
+def _loss_and_grads(module: SegDeformer, feats: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    module.zero_grad()
+    out = module.forward_train(feats)
+    loss = out.logits.square().mean() + out.aux["attn"].square().mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("switches", [{}, {"decoupled": False}, {"internal": False}])
+def test_factored_external_attention_equals_the_literal_order_with_gradients(switches):
+    """Eq. 7 through the N_cls tokens (the default) against K_ext, V_ext of X_mid: outputs, loss and
+    every parameter's gradient (K = 5 < C = 16)."""
+    module = decoder(**switches).train()
+    module.fusion.dropout.p = 0.0
+    with torch.no_grad():  # weights large enough for peaked softmaxes (the init's are near uniform)
+        for p in module.external.parameters():
+            p.normal_(0.0, 2.0 if p.dim() < 2 else 2.0 * C**-0.5)
+    feats = features()
+    assert module.external.factored
+    calls = []
+    mixture = module.external.exter.forward_mixture
+    module.external.exter.forward_mixture = lambda *args: calls.append(1) or mixture(*args)
+    loss, grads = _loss_and_grads(module, feats)
+    assert calls == [1]  # the factored path ran
+    module.external.factored = False
+    ref_loss, ref_grads = _loss_and_grads(module, feats)
+    assert torch.allclose(loss, ref_loss, rtol=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    scale = max(g.abs().max().item() for g in ref_grads.values())
+    for name, grad in ref_grads.items():
+        assert (grads[name] - grad).abs().max().item() <= 1e-5 * scale, name

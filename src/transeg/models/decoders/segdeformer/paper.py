@@ -44,7 +44,9 @@ forward; MCIBI averages the processes' memories instead).
 
 All N x N attentions go through ``F.scaled_dot_product_attention``: its fused kernels (CPU flash
 included) never materialise the N x N matrix (16,384^2 entries per image at 512x512 for MiT).
-Attn_mid is computed explicitly, being an output, but it is only N x N_cls.
+Attn_mid is computed explicitly, being an output, but it is only N x N_cls. X_mid mixes N_cls < C
+tokens, so Eq. 7 runs through them (``ContextAttention.forward_mixture``): the N x N attention at
+width N_cls, not C (6 vs 256 on the training benchmark's classes), the same numbers in another order.
 """
 
 from __future__ import annotations
@@ -94,6 +96,21 @@ class ContextAttention(nn.Module):
 
         out = F.scaled_dot_product_attention(split(self.q(query)), split(self.k(source)), split(self.v(source)))
         return out.transpose(1, 2).reshape(b, n, c)
+
+    def forward_mixture(self, query: torch.Tensor, weights: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``forward(query, weights @ tokens, size)`` for a source that mixes T < C tokens (T, C) with
+        (B, M, T) ``weights`` whose rows sum to 1 (a softmax); one head, no reduction. (B, N, C) -> (B, N, C).
+
+        Projections are affine and the rows sum to 1, so K = weights @ K_tok and V = weights @ V_tok
+        with K_tok, V_tok (T, C) the projected tokens, and softmax(Q K^T) V = softmax((Q K_tok^T)
+        weights^T) weights V_tok: the N x M attention runs at width T instead of C."""
+        c = query.shape[2]
+        q = self.q(query)
+        k_tok = F.linear(tokens, self.k.weight, self.k.bias)  # (T, C)
+        v_tok = F.linear(tokens, self.v.weight, self.v.bias)
+        w = weights[:, None]  # (B, 1, M, T)
+        mixed = F.scaled_dot_product_attention((q @ k_tok.T)[:, None], w, w, scale=c**-0.5)  # (B, 1, N, T)
+        return mixed[:, 0] @ v_tok
 
 
 class PreNormFeedForward(nn.Module):
@@ -152,6 +169,10 @@ class ExternalContext(nn.Module):
         self.k_mid = nn.Linear(dim, dim)
         self.v_mid = nn.Linear(dim, dim)
         self.exter = ContextAttention(dim, 1, cfg.efficient_ratio) if cfg.y_exter else None
+        # Eq. 7 through the N_cls tokens (``ContextAttention.forward_mixture``) when N_cls < C and the
+        # attention is full (with a reduction the stride-R conv sits between); False:
+        # through X_mid (B, N, C), the literal order
+        self.factored = True
 
     def token_halves(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(class tokens, info tokens), each (N_cls, C): the sources of K_mid and V_mid."""
@@ -171,8 +192,14 @@ class ExternalContext(nn.Module):
         k_mid = F.linear(class_tokens, self.k_mid.weight, self.k_mid.bias)  # (N_cls, C)
         v_mid = F.linear(info_tokens, self.v_mid.weight, self.v_mid.bias)
         attn_mid = self.q_mid(x) @ k_mid.T * self.dim**-0.5  # (B, N, N_cls), Eq. 6
-        x_mid = attn_mid.softmax(dim=-1) @ v_mid  # (B, N, C)
-        y = self.exter(x, x_mid, size) if self.exter is not None else x_mid  # Eq. 7
+        p_mid = attn_mid.softmax(dim=-1)
+        exter = self.exter
+        if exter is not None and self.factored and exter.heads == 1 and exter.reduction is None \
+                and v_mid.shape[0] < self.dim:
+            y = exter.forward_mixture(x, p_mid, v_mid)  # Eq. 7 without X_mid (B, N, C)
+        else:
+            x_mid = p_mid @ v_mid  # (B, N, C)
+            y = self.exter(x, x_mid, size) if self.exter is not None else x_mid  # Eq. 7
         if self.memory is not None and labels is not None:
             self.memory.update(tokens_to_map(x.detach(), size), labels)
         return y, attn_mid
