@@ -106,7 +106,8 @@ def run(label: str, impl: str, config: Path, args) -> None:
     started = time.monotonic()
     result = trainer.fit(show_progress=False)
     train_seconds = time.monotonic() - started
-    metrics, _ = evaluate(trainer.model, build_dataset("camvid", CAMVID, "val"), cfg.eval, show_progress=False)
+    metrics, _ = evaluate(trainer.model, build_dataset("camvid", CAMVID, "val"), cfg.eval, cfg.data.test_scale,
+                          show_progress=False)
     report = {"run": label, "model": cfg.model.name, "impl": impl, "iterations": result.iteration,
               "planned_iterations": iterations, "train_minutes": round(train_seconds / 60, 1),
               "train_images_per_s": round(result.iteration * cfg.train.batch_size / train_seconds, 2),
@@ -117,7 +118,7 @@ def run(label: str, impl: str, config: Path, args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=60.0, help="training budget of every run")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget of every run")
     recipe = Path(__file__).resolve().parents[1] / "configs/segformer/segformer-b0-camvid-30min.yaml"
     parser.add_argument("--configs", type=Path, nargs="+", default=[recipe])
     parser.add_argument("--no-transformers", action="store_true", help="skip the transformers SegFormer run")

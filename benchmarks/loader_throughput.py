@@ -19,7 +19,8 @@ import torch
 from rich.progress import track
 
 import transeg
-from transeg.engine.loss_spec import build_loss
+from transeg.engine.class_weights import resolve_class_weight
+from transeg.engine.loss_spec import SegLoss, parse_loss_spec
 from transeg.engine.recipe import build_dataset_from_config, load_config
 from transeg.engine.train import train_loader
 
@@ -55,11 +56,17 @@ def main() -> None:
     train_set = build_dataset_from_config(cfg.data, cfg.data.train_split)
     model = transeg.create_model(cfg.model.name, num_classes=train_set.num_classes).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    loss = build_loss()
+    terms = parse_loss_spec(cfg.loss)
+    loss = SegLoss(terms, class_weight=resolve_class_weight(terms, train_set, Path(cfg.output_dir), write=False))
 
-    def step(batch: dict) -> None:
+    precision = cfg.train.precision
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+
+    def step(batch: dict) -> None:  # the recipe's precision (autocast), its loss as configured
         optimizer.zero_grad(set_to_none=True)
-        loss(model.forward_train(batch["image"]), batch["label"]).backward()
+        with torch.autocast("cpu", dtype, enabled=precision != "fp32"):
+            out = model.forward_train(batch["image"])
+        loss(out, batch["label"]).backward()
         optimizer.step()
 
     def loader(workers: int):
@@ -72,8 +79,8 @@ def main() -> None:
     for _ in range(args.batches // 2):
         step(batch)
     step_rate = (args.batches // 2) * batch["image"].shape[0] / (time.perf_counter() - start)
-    print(f"{cfg.model.name}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size}, {args.threads} threads, "
-          f"{args.batches} batches\n")
+    print(f"{cfg.model.name}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size}, {precision}, "
+          f"{args.threads} threads, {args.batches} batches\n")
     print(f"training step alone (pre-loaded batch): {step_rate:.2f} images/s\n")
     print("| workers | loader alone, images/s | loader / step | training loop, images/s |")
     print("| --- | --- | --- | --- |")
