@@ -1,6 +1,6 @@
 """Seconds per training step of each model through transeg's trainer (its loss with every auxiliary
 term, AdamW, the recipe's parameter groups), on synthetic scenes of CamVid's frame size. Models are
-timed interleaved in one process, step by step, and the median after warm-up is reported, so that
+timed interleaved in one process, step by step, and the median after one warm-up step is reported, so that
 machine load touches each model alike. Run the same command on two commits to compare them.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_step.py --models segmenter-t16-mask segdeformer-mit-b0-eff
@@ -9,16 +9,16 @@ machine load touches each model alike. Run the same command on two commits to co
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.train_flops import interleaved_seconds
 from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine.recipe import parse_config
 from transeg.engine.train import Trainer
@@ -37,54 +37,12 @@ def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch:
     }))
 
 
-def step_times(trainers: dict[str, Trainer]) -> dict[str, list[float]]:
-    """Run the trainers' fits in turn, one step of each at a time; the seconds of every step."""
-    times: dict[str, list[float]] = {name: [] for name in trainers}
-    fits = {}
-    for name, trainer in trainers.items():
-        fits[name] = _stepwise(trainer, times[name])
-    live = dict(fits)
-    while live:
-        for name, fit in list(live.items()):
-            try:
-                next(fit)
-            except StopIteration:
-                del live[name]
-    return times
-
-
-def _stepwise(trainer: Trainer, times: list[float]):
-    """A generator that runs ``trainer.fit`` and yields after each of its steps (recorded in ``times``)."""
-    import threading
-
-    go, done = threading.Semaphore(0), threading.Semaphore(0)
-    step = trainer._step
-
-    def timed(*args):
-        go.acquire()
-        start = time.perf_counter()
-        result = step(*args)
-        times.append(time.perf_counter() - start)
-        done.release()
-        return result
-
-    trainer._step = timed
-    finished = threading.Event()
-
-    def fit() -> None:
-        try:
-            trainer.fit(show_progress=False)
-        finally:
-            finished.set()
-            done.release()
-
-    threading.Thread(target=fit, daemon=True).start()
-    while True:
-        go.release()
-        done.acquire()
-        if finished.is_set():
-            return
-        yield
+def step_seconds(trainers: dict[str, Trainer], steps: int) -> dict[str, float]:
+    """The median seconds of each trainer's step (``Trainer._step``: its loader's next batch, loss,
+    backward, AdamW) over ``steps`` rounds that step every trainer in turn, after one warm-up round."""
+    runs = {name: (trainer, trainer._training_network(), iter(trainer._loader())) for name, trainer in trainers.items()}
+    return interleaved_seconds({name: partial(trainer._step, network, batches)
+                                for name, (trainer, network, batches) in runs.items()}, steps)
 
 
 def main() -> None:
@@ -100,12 +58,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_dataset(Path(tmp) / "data", 2 * args.batch, 1, size)
         trainers = {m: trainer_for(m, root, Path(tmp) / m, size, args.batch, args.steps + 1) for m in args.models}
-        times = step_times(trainers)
+        seconds = step_seconds(trainers, args.steps)
     print(f"training step, batch {args.batch}, {size[0]}x{size[1]}, fp32, {args.threads} threads, "
           f"median of {args.steps} interleaved steps after one warm-up\n")
     print("| model | s/step | images/s |\n| --- | --- | --- |")
-    for name, seconds in times.items():
-        median = statistics.median(seconds[1:])
+    for name, median in seconds.items():
         print(f"| {name} | {median:.3f} | {args.batch / median:.2f} |")
 
 
