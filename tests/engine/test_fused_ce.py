@@ -53,6 +53,25 @@ def test_value_and_gradient_match_the_reference(classes, low, high, chunk, weigh
     torch.testing.assert_close(got_grad.double(), want_grad.double(), rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_confidently_wrong_pixels_keep_their_exact_loss(weighted) -> None:
+    """Logits with gaps of hundreds: the softmax of many targets underflows to 0 in fp32 (log would be
+    -inf) or keeps few digits; their loss is log_softmax's, and value and gradient stay the reference's."""
+    logits, labels = case(2, 6, (8, 8), (32, 32), seed=5)
+    logits = (60 * logits.detach()).requires_grad_()
+    weight = torch.tensor([0.5, 1, 2, 1, 3, 1.5]) if weighted else None
+    divisor = loss_divisor(labels, "labelled")
+    with torch.no_grad():
+        up = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        target_prob = up.softmax(1).gather(1, labels.clamp(max=5)[:, None])[:, 0][labels != 255]
+    assert (target_prob == 0).sum() > 100 and ((target_prob > 0) & (target_prob < 1e-30)).any()
+    got, got_grad = value_and_grad(lambda z: chunked_cross_entropy(z, labels, divisor, weight, chunk_rows=8), logits)
+    want, want_grad = value_and_grad(lambda z: reference(z, labels, divisor, weight), logits)
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad.double(), want_grad.double(), rtol=1e-4, atol=1e-7)
+
+
 def test_chunk_size_does_not_change_the_result() -> None:
     logits, labels = case(1, 6, (10, 10), (40, 40), seed=3)
     divisor = loss_divisor(labels, "all")

@@ -22,6 +22,8 @@ from transeg.data.labels import IGNORE_INDEX
 
 #: output rows per chunk (about 150 classes × 32 rows × 512 columns × 4 bytes = 10 MB at 512 wide)
 CHUNK_ROWS = 32
+#: target probabilities below this (fp32 subnormals start at 1.2e-38) get log_softmax's exact value
+TINY_PROB = 1e-30
 
 
 def _taps(out_size: int, in_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -74,6 +76,19 @@ def _pixel_weights(labels: torch.Tensor, class_weight: torch.Tensor | None, igno
     return class_weight[labels.clamp(max=class_weight.numel() - 1)] * valid
 
 
+def _target_log_prob(up: torch.Tensor, prob: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(R, W, K) logits, their softmax, (R, W, 1) target indices -> (R, W) log-probabilities of the
+    targets: the log of the gathered probability (one exp per element in all, not log_softmax's exp
+    and the gradient's second), and log_softmax for the pixels whose probability is below
+    ``TINY_PROB``, where the softmax has lost the digits or underflowed."""
+    target_prob = prob.gather(-1, index)[..., 0]
+    log_prob = target_prob.log()
+    tiny = (target_prob < TINY_PROB).nonzero(as_tuple=True)
+    if tiny[0].numel():
+        log_prob[tiny] = torch.log_softmax(up[tiny], dim=-1).gather(-1, index[tiny])[..., 0]
+    return log_prob
+
+
 class ChunkedUpsampleCE(torch.autograd.Function):
     """(B, K, h, w) logits, (B, H, W) labels -> Σ_i w[y_i] · -log softmax(up(z))_i[y_i] / divisor.
 
@@ -102,12 +117,14 @@ class ChunkedUpsampleCE(torch.autograd.Function):
                 target = labels[b, rows]
                 index = target.clamp(max=classes - 1)[..., None]
                 weights = _pixel_weights(target, class_weight, ignore_index)  # (R, W)
-                log_prob = torch.log_softmax(up, dim=-1)
-                total -= (log_prob.gather(-1, index)[..., 0] * weights).sum()
+                prob = torch.softmax(up, dim=-1)
+                total -= (_target_log_prob(up, prob, index) * weights).sum()
                 if want_grad:
-                    prob = log_prob.exp_()
                     prob.scatter_add_(-1, index, prob.new_full((), -1.0).expand_as(index))
-                    prob.mul_(weights[..., None])
+                    if class_weight is None:  # weights are 1 or 0: clear the ignored pixels only
+                        prob.view(-1, classes)[(weights.view(-1) == 0).nonzero()[:, 0]] = 0
+                    else:
+                        prob.mul_(weights[..., None])
                     d_wide[src].view(block.shape[1], -1).addmm_(block.T, prob.view(block.shape[0], -1))
             if want_grad:
                 grad[b].index_add_(1, col_low, d_wide * (1 - col_frac)[:, None])
