@@ -106,8 +106,7 @@ class ChunkedUpsampleCE(torch.autograd.Function):
         height, width = labels.shape[-2:]
         chunks = _chunks(_row_matrix(height, h, z.device), chunk_rows)
         want_grad = logits.requires_grad
-        grad = z.new_zeros(batch, h, w, classes) if want_grad else None
-        col_low, col_high, col_frac = _taps(width, w, z.device)
+        grad = z.new_empty(batch, h, w, classes) if want_grad else None
         total = z.new_zeros(())
         for b in range(batch):
             wide = _widen(z[b:b + 1], width)  # (h, W, K)
@@ -126,9 +125,10 @@ class ChunkedUpsampleCE(torch.autograd.Function):
                     else:
                         prob.mul_(weights[..., None])
                     d_wide[src].view(block.shape[1], -1).addmm_(block.T, prob.view(block.shape[0], -1))
-            if want_grad:
-                grad[b].index_add_(1, col_low, d_wide * (1 - col_frac)[:, None])
-                grad[b].index_add_(1, col_high, d_wide.mul_(col_frac[:, None]))
+            if want_grad:  # the width interpolation's adjoint: (1, K, h, W) -> (1, K, h, w), channels-last
+                adjoint = torch.ops.aten.upsample_bilinear2d_backward(
+                    d_wide.permute(2, 0, 1)[None], (h, width), (1, classes, h, w), False)
+                grad[b] = adjoint[0].permute(1, 2, 0)
         scale = 1 / divisor.clamp(min=1)
         if want_grad:
             ctx.save_for_backward(grad, scale)
