@@ -19,10 +19,8 @@ import torch
 from rich.progress import track
 
 import transeg
-from transeg.engine.class_weights import resolve_class_weight
-from transeg.engine.loss_spec import SegLoss, parse_loss_spec
 from transeg.engine.recipe import build_dataset_from_config, load_config
-from transeg.engine.train import train_loader
+from transeg.engine.train import autocast_dtype, build_training_loss, train_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,15 +54,12 @@ def main() -> None:
     train_set = build_dataset_from_config(cfg.data, cfg.data.train_split)
     model = transeg.create_model(cfg.model.name, num_classes=train_set.num_classes).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    terms = parse_loss_spec(cfg.loss)
-    loss = SegLoss(terms, class_weight=resolve_class_weight(terms, train_set, Path(cfg.output_dir), write=False))
-
+    loss = build_training_loss(cfg, train_set, write=False)
     precision = cfg.train.precision
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
 
     def step(batch: dict) -> None:  # the recipe's precision (autocast), its loss as configured
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype, enabled=precision != "fp32"):
+        with torch.autocast("cpu", autocast_dtype(precision), enabled=precision != "fp32"):
             out = model.forward_train(batch["image"])
         loss(out, batch["label"]).backward()
         optimizer.step()

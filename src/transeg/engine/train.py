@@ -107,6 +107,20 @@ class TrainResult:
     stopped_early: str | None = None
 
 
+def build_training_loss(cfg: TrainConfig, train_set: SegmentationDataset, info: DistInfo | None = None,
+                        write: bool = True) -> SegLoss:
+    """The recipe's loss: its terms, averaging and auxiliary weights, with ``class_weight: auto``
+    counted over ``train_set`` (cached in the run folder when ``write``)."""
+    terms = parse_loss_spec(cfg.loss)
+    return SegLoss(terms, cfg.train.loss_average, info, cfg.train.aux_loss_weights,
+                   resolve_class_weight(terms, train_set, Path(cfg.output_dir), write))
+
+
+def autocast_dtype(precision: str) -> torch.dtype:
+    """The autocast dtype of a ``train.precision`` other than fp32."""
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
 class Trainer:
     """Runs one training config: build, optionally resume, loop, evaluate, checkpoint."""
 
@@ -133,9 +147,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule)
         # fp16: loss scaling against gradient underflow; disabled, its calls pass through
         self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=cfg.train.precision == "fp16")
-        terms = parse_loss_spec(cfg.loss)
-        self.loss_fn = SegLoss(terms, cfg.train.loss_average, self.info, cfg.train.aux_loss_weights,
-                               resolve_class_weight(terms, self.train_set, self.out_dir, self.info.is_main))
+        self.loss_fn = build_training_loss(cfg, self.train_set, self.info, write=self.info.is_main)
         self.loss_fn.check_classes(self.model.num_classes)
         self.iteration = 0
         self.best_miou: float | None = None
@@ -234,8 +246,8 @@ class Trainer:
             last = m == cfg.grad_accum - 1
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
-            dtype = torch.float16 if cfg.precision == "fp16" else torch.bfloat16
-            with sync, torch.autocast(self.info.device.type, dtype, enabled=cfg.precision != "fp32"):
+            with sync, torch.autocast(self.info.device.type, autocast_dtype(cfg.precision),
+                                      enabled=cfg.precision != "fp32"):
                 out = network(image, label)
             loss, parts = self.loss_fn.with_parts(out, label)  # global-batch average under DDP
             with sync:
