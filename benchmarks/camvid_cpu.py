@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads yield
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import recording
 from transeg.data.datasets import build_dataset
 from transeg.engine.evaluate import evaluate
 from transeg.engine.recipe import apply_overrides, load_config, parse_config
@@ -83,16 +87,8 @@ def trainer_for(impl: str, cfg) -> Trainer:
 def seconds_per_iteration(impl: str, config: Path, out: Path, workers: int) -> float:
     """Median time of a few training iterations (after one warm-up), to size the schedule."""
     trainer = trainer_for(impl, run_config(config, out, 6, 10, workers))
-    times = []
-    original = trainer._step
-
-    def timed(*a):
-        start = time.perf_counter()
-        result = original(*a)
-        times.append(time.perf_counter() - start)
-        return result
-
-    trainer._step = timed
+    times: list[float] = []
+    trainer._step = recording(trainer._step, times)
     trainer.fit(show_progress=False)
     return sorted(times[1:])[len(times[1:]) // 2]
 

@@ -8,15 +8,15 @@ batch 2), medians of interleaved repeats in one process.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import interleaved_medians
 from benchmarks.vs_transformers import whole_image_loss
 from transeg.engine.loss_spec import build_loss
 
@@ -31,15 +31,13 @@ def main() -> None:
     logits = torch.randn(2, 150, 128, 128, generator=gen, requires_grad=True)
     labels = torch.randint(0, 150, (2, 512, 512), generator=gen)
     losses = {"whole-image": whole_image_loss, "chunked": build_loss()}
-    times: dict[str, list[float]] = {name: [] for name in losses}
-    for repeat in range(args.repeats + 1):
-        for name, loss in losses.items():
-            start = time.perf_counter()
-            loss(logits, labels).backward()
-            logits.grad = None
-            if repeat:  # the first is a warm-up
-                times[name].append(time.perf_counter() - start)
-    ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    def forward_backward(loss) -> None:
+        loss(logits, labels).backward()
+        logits.grad = None
+
+    seconds = interleaved_medians({name: partial(forward_backward, loss) for name, loss in losses.items()},
+                                  args.repeats)
+    ms = {name: s * 1e3 for name, s in seconds.items()}
     print(f"{args.threads} threads: whole-image {ms['whole-image']:.0f} ms, chunked {ms['chunked']:.0f} ms "
           f"({ms['whole-image'] / ms['chunked']:.2f}× faster)")
 

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from functools import partial
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import transeg
+from benchmarks.timing import interleaved_times
 from transeg.inference.backends import optimize_for_inference
 
 
@@ -31,16 +37,12 @@ def main() -> None:
         compiled(x)
         compile_s = time.perf_counter() - start
         worst = (eager(x) - compiled(x)).abs().max().item()
-        times: dict[str, list[float]] = {"eager": [], "compile": []}
-        for _ in range(args.repeats):
-            for name, run in (("eager", eager), ("compile", compiled)):
-                start = time.perf_counter()
-                run(x)
-                times[name].append((time.perf_counter() - start) * 1e3)
+        times = interleaved_times({"eager": partial(eager, x), "compile": partial(compiled, x)}, args.repeats,
+                                  warmup=0)
     print(f"segformer-b0 512x512, {args.threads} threads, {args.repeats} alternating calls each")
     print(f"compile: first call {compile_s:.1f} s; max |compiled - eager| logit {worst:.1e}")
-    for name, ms in times.items():
-        print(f"{name:8s} median {statistics.median(ms):7.1f} ms   min {min(ms):7.1f} ms")
+    for name, seconds in times.items():
+        print(f"{name:8s} median {statistics.median(seconds) * 1e3:7.1f} ms   min {min(seconds) * 1e3:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -15,15 +15,20 @@ reported.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import transeg
+from benchmarks.timing import interleaved_medians
 from transeg.data.datasets import build_dataset
 from transeg.engine.quant_eval import compare_int8, onnx_labeler
 from transeg.inference.backends import Int8Segmentor, OpenVinoStatic
@@ -72,20 +77,6 @@ def runners(fp32: Path, int8: dict[str, Path], threads: int) -> dict[str, Run]:
     return out
 
 
-def time_interleaved(calls: dict[str, Run], x: np.ndarray, rounds: int, warmup: int = 3) -> dict[str, float]:
-    """Median milliseconds per call, the calls taking turns each round."""
-    for call in calls.values():
-        for _ in range(warmup):
-            call(x)
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call(x)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) * 1000 for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["segformer-b0", "segformer-b2"])
@@ -109,7 +100,10 @@ def main() -> None:
             for runtime, path in int8.items():  # each runtime's own layout (quantize.FLOAT_OUTPUTS)
                 quantize_int8(fp32, path, calib, runtime=runtime)
             print(f"{name}: exported and quantised in {time.perf_counter() - start:.0f} s", flush=True)
-            ms = time_interleaved(runners(fp32, int8, args.threads), x, args.rounds)
+            calls = runners(fp32, int8, args.threads)
+            ms = {label: seconds * 1e3 for label, seconds in
+                  interleaved_medians({label: partial(call, x) for label, call in calls.items()}, args.rounds,
+                                      warmup=3).items()}
             base = ms["ORT fp32"]
             print(f"\n{name} {args.size[0]}x{args.size[1]}, batch 1, {args.threads} threads, median of "
                   f"{args.rounds} interleaved rounds")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,6 +31,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import recording
 from transeg.engine.evaluate import evaluate
 from transeg.engine.recipe import TrainConfig, build_dataset_from_config, load_config, parse_config
 from transeg.engine.train import Trainer
@@ -69,15 +73,7 @@ def seconds_per_iteration(config: Path, data_root: Path, loss: str, out_dir: Pat
     """Median time of a few training iterations of ``loss`` (after one warm-up), to size the schedule."""
     trainer = Trainer(study_config(config, data_root, loss, out_dir, 6, 10.0))
     times: list[float] = []
-    step = trainer._step
-
-    def timed(*args):
-        start = time.perf_counter()
-        result = step(*args)
-        times.append(time.perf_counter() - start)
-        return result
-
-    trainer._step = timed
+    trainer._step = recording(trainer._step, times)
     trainer.fit(show_progress=False)
     return sorted(times[1:])[len(times[1:]) // 2]
 

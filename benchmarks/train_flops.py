@@ -13,9 +13,7 @@ only get faster by doing less arithmetic or doing it in lower precision.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import interleaved_medians
 from transeg.api import create_model
 from transeg.engine.losses import segmentation_loss
 
@@ -51,19 +50,6 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """The median wall time of each ``fn()`` over ``repeats`` rounds that call them in turn (after one
-    warm-up round), so that load coming and going falls on all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(repeats + 1):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="segmenter-t16-mask")
@@ -86,7 +72,7 @@ def main() -> None:
     flops = count_flops(step)
     width = max(m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear))
     a, b = torch.randn(2048, width), torch.randn(width, 4 * width)
-    seconds = interleaved_seconds({"step": step, "gemm": lambda: a @ b}, args.repeats)
+    seconds = interleaved_medians({"step": step, "gemm": lambda: a @ b}, args.repeats)
     gemm = 2 * a.shape[0] * width * 4 * width / seconds["gemm"]
     print(f"{args.model}, batch {args.batch}, {args.size[0]}x{args.size[1]}, fp32, {args.threads} threads")
     floor = flops / gemm

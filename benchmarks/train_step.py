@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.train_flops import interleaved_seconds
+from benchmarks.timing import interleaved_medians
 from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine.recipe import parse_config
 from transeg.engine.train import Trainer
@@ -41,7 +41,7 @@ def step_seconds(trainers: dict[str, Trainer], steps: int) -> dict[str, float]:
     """The median seconds of each trainer's step (``Trainer._step``: its loader's next batch, loss,
     backward, AdamW) over ``steps`` rounds that step every trainer in turn, after one warm-up round."""
     runs = {name: (trainer, trainer._training_network(), iter(trainer._loader())) for name, trainer in trainers.items()}
-    return interleaved_seconds({name: partial(trainer._step, network, batches)
+    return interleaved_medians({name: partial(trainer._step, network, batches)
                                 for name, (trainer, network, batches) in runs.items()}, steps)
 
 

@@ -1,0 +1,39 @@
+"""Wall-clock timing shared by the benchmarks: calls taken in turn, so that load coming and going on a
+shared machine falls on every contender alike, and medians rather than means."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each ``fn()`` in each of ``rounds`` rounds that call them in turn, after ``warmup``
+    untimed rounds."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
+    """The median seconds of each ``fn()`` over :func:`interleaved_times`."""
+    return {name: statistics.median(t) for name, t in interleaved_times(fns, rounds, warmup).items()}
+
+
+def recording(fn: Callable[..., Any], times: list[float]) -> Callable[..., Any]:
+    """``fn`` that appends the seconds of each call to ``times`` (to time a trainer's own steps)."""
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        times.append(time.perf_counter() - start)
+        return result
+
+    return timed

@@ -1,0 +1,24 @@
+"""``benchmarks/timing.py``: calls taken in turn, warm-up rounds untimed, medians."""
+
+import time
+
+from benchmarks.timing import interleaved_medians, interleaved_times, recording
+
+
+def test_calls_take_turns_and_warmup_is_not_timed():
+    order: list[str] = []
+    times = interleaved_times({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3, warmup=2)
+    assert order == ["a", "b"] * 5
+    assert [len(t) for t in times.values()] == [3, 3]
+
+
+def test_medians_rank_a_slow_call_above_a_fast_one():
+    medians = interleaved_medians({"slow": lambda: time.sleep(0.02), "fast": lambda: None}, rounds=3)
+    assert medians["slow"] >= 0.02 > medians["fast"]
+
+
+def test_recording_keeps_the_result_and_one_time_per_call():
+    times: list[float] = []
+    double = recording(lambda x, scale=2: x * scale, times)
+    assert double(3) == 6 and double(3, scale=3) == 9
+    assert len(times) == 2 and all(t >= 0 for t in times)
