@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,9 +28,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transeg
+from benchmarks.timing import interleaved_medians
 from tests.conftest import hf_segformer
 from transeg.analysis.bench import _time
 from transeg.engine.loss_spec import build_loss
+from transeg.engine.optim import build_optimizer
+from transeg.engine.recipe import OptimizerSection
 
 
 def models(variant: str):
@@ -103,9 +104,11 @@ TRAIN_SIDES = ("transformers", "transeg", "transeg, whole-image loss")
 
 
 def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | float]:
-    """One AdamW training step per side on the same weights and batch, each with its own loss:
-    transformers' model computes its own (``labels=``), transeg its default :func:`build_loss`; and
-    each side's loss in eval mode (``<name> eval loss``)."""
+    """One AdamW training step per side on the same weights and batch, each with its own loss and
+    optimizer: transformers' model computes its own loss (``labels=``) and steps PyTorch's fused AdamW
+    (its Trainer's default optimizer with torch >= 2.8), transeg its default :func:`build_loss` and
+    the AdamW of its trainer (:func:`build_optimizer`, fused as well, with the SegFormer parameter
+    groups); and each side's loss in eval mode (``<name> eval loss``)."""
     hf, ours = models(variant)
     plain = copy.deepcopy(ours)
     gen = torch.Generator().manual_seed(0)
@@ -123,7 +126,8 @@ def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | flo
             model.eval()
             steps[f"{name} eval loss"] = forward().item()  # no dropout: the same weights give the same loss
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+        optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True) if name == "transformers"
+                     else build_optimizer(model, OptimizerSection(lr=1e-6)))
 
         def step(forward=forward, optimizer=optimizer) -> float:
             optimizer.zero_grad(set_to_none=True)
@@ -140,15 +144,7 @@ def train_rows(variant: str, batch: int, repeats: int) -> dict[str, tuple[float,
     """name -> (median step seconds, eval-mode loss) over ``repeats`` interleaved steps after a warm-up."""
     steps = train_steps(variant, batch)
     first = {name: steps.pop(f"{name} eval loss") for name in TRAIN_SIDES}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for step in steps.values():
-        step()  # warm-up
-    for _ in range(repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(t), first[name]) for name, t in times.items()}
+    return {name: (seconds, first[name]) for name, seconds in interleaved_medians(steps, repeats).items()}
 
 
 def train_child_peak(impl: str, variant: str, batch: int) -> dict:

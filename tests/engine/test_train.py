@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -209,3 +210,25 @@ def test_auxiliary_losses_use_the_model_weights_unless_overridden():
     assert torch.allclose(loss, main + 0.4 * extra)
     assert set(parts) == {"loss_seg", "loss_attn"}
     assert torch.allclose(build_loss(aux_weights={"attn": 0.0})(out, labels), main)
+
+
+def test_adamw_is_fused_and_steps_as_the_reference():
+    """The fused AdamW the recipes get moves the weights as PyTorch's per-tensor AdamW, over the
+    SegFormer parameter groups (decoder lr x10, LayerNorms without decay)."""
+    torch.manual_seed(0)
+    model = transeg.create_model("segformer-b0", num_classes=3)
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    cfg = OptimizerSection(type="adamw", lr=1e-3, weight_decay=0.01, head_lr_mult=10.0, norm_decay_mult=0.0)
+    fused = build_optimizer(model, cfg)
+    plain = torch.optim.AdamW(param_groups(reference, cfg), lr=cfg.lr, betas=cfg.betas, foreach=False)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(3):  # the same gradients on both sides (recomputed ones would drift apart chaotically)
+        grads = [torch.randn_like(p) for p in model.parameters()]
+        for net, opt in ((model, fused), (reference, plain)):
+            for p, g in zip(net.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for (name, got), want, start in zip(model.named_parameters(), reference.parameters(), initial.parameters(),
+                                        strict=True):
+        assert not torch.equal(got, start), name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 
 from transeg.data.labels import IGNORE_INDEX
 
-#: output rows per chunk (about 150 classes × 32 rows × 512 columns × 4 bytes = 10 MB at 512 wide)
-CHUNK_ROWS = 32
+#: output rows per chunk: 150 classes × 16 rows × 512 columns × 4 bytes = 5 MB at 512 wide, so that a
+#: chunk's logits and softmax stay in a 32 MB L3 cache (32 rows measured 4-6% slower on B0's loss)
+CHUNK_ROWS = 16
 #: target probabilities below this (fp32 subnormals start at 1.2e-38) get log_softmax's exact value
 TINY_PROB = 1e-30
 

@@ -160,5 +160,5 @@ class MLPDecoder(Decoder):
             y = F.conv2d(features[stage], (block @ proj.weight)[:, :, None, None], block @ proj.bias)
             if stage > 0:
                 y = resize(y, size)
-            out = y if out is None else out + y
+            out = y if out is None else out.add_(y)  # no backward needs the upsampled sums
         return out
