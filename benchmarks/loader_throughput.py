@@ -19,8 +19,9 @@ import torch
 from rich.progress import track
 
 import transeg
+from transeg.engine.optim import build_optimizer
 from transeg.engine.recipe import build_dataset_from_config, load_config
-from transeg.engine.train import autocast_dtype, build_training_loss, train_loader
+from transeg.engine.train import build_training_loss, train_loader, training_autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,13 +54,12 @@ def main() -> None:
         raise SystemExit(f"{args.config}: data.root {cfg.data.root} not found")
     train_set = build_dataset_from_config(cfg.data, cfg.data.train_split)
     model = transeg.create_model(cfg.model.name, num_classes=train_set.num_classes).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    optimizer = build_optimizer(model, cfg.optimizer)  # the trainer's, as its loss below
     loss = build_training_loss(cfg, train_set, write=False)
-    precision = cfg.train.precision
 
     def step(batch: dict) -> None:  # the recipe's precision (autocast), its loss as configured
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", autocast_dtype(precision), enabled=precision != "fp32"):
+        with training_autocast("cpu", cfg.train.precision):
             out = model.forward_train(batch["image"])
         loss(out, batch["label"]).backward()
         optimizer.step()
@@ -74,7 +74,7 @@ def main() -> None:
     for _ in range(args.batches // 2):
         step(batch)
     step_rate = (args.batches // 2) * batch["image"].shape[0] / (time.perf_counter() - start)
-    print(f"{cfg.model.name}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size}, {precision}, "
+    print(f"{cfg.model.name}, batch {cfg.train.batch_size}, crop {cfg.data.crop_size}, {cfg.train.precision}, "
           f"{args.threads} threads, {args.batches} batches\n")
     print(f"training step alone (pre-loaded batch): {step_rate:.2f} images/s\n")
     print("| workers | loader alone, images/s | loader / step | training loop, images/s |")

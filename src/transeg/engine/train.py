@@ -87,6 +87,12 @@ def build_training_model(section: ModelSection, dataset: SegmentationDataset) ->
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision -> autocast dtype
 
+
+def training_autocast(device_type: str, precision: str) -> torch.autocast:
+    """Autocast for a ``train.precision``: off for fp32, else to its dtype in ``AUTOCAST_DTYPES``."""
+    return torch.autocast(device_type, AUTOCAST_DTYPES.get(precision, torch.bfloat16), enabled=precision != "fp32")
+
+
 class _TrainForward(nn.Module):
     """Routes ``forward`` to ``forward_train`` so that DDP sees the training pass."""
 
@@ -114,11 +120,6 @@ def build_training_loss(cfg: TrainConfig, train_set: SegmentationDataset, info: 
     terms = parse_loss_spec(cfg.loss)
     return SegLoss(terms, cfg.train.loss_average, info, cfg.train.aux_loss_weights,
                    resolve_class_weight(terms, train_set, Path(cfg.output_dir), write))
-
-
-def autocast_dtype(precision: str) -> torch.dtype:
-    """The autocast dtype of a ``train.precision`` other than fp32."""
-    return torch.float16 if precision == "fp16" else torch.bfloat16
 
 
 class Trainer:
@@ -246,8 +247,7 @@ class Trainer:
             last = m == cfg.grad_accum - 1
             sync = network.no_sync() if isinstance(network, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
-            with sync, torch.autocast(self.info.device.type, autocast_dtype(cfg.precision),
-                                      enabled=cfg.precision != "fp32"):
+            with sync, training_autocast(self.info.device.type, cfg.precision):
                 out = network(image, label)
             loss, parts = self.loss_fn.with_parts(out, label)  # global-batch average under DDP
             with sync:
