@@ -31,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import recording
+from benchmarks.timing import median_step_seconds
 from transeg.data.datasets import build_dataset
 from transeg.engine.evaluate import evaluate
 from transeg.engine.recipe import apply_overrides, load_config, parse_config
@@ -86,11 +86,7 @@ def trainer_for(impl: str, cfg) -> Trainer:
 
 def seconds_per_iteration(impl: str, config: Path, out: Path, workers: int) -> float:
     """Median time of a few training iterations (after one warm-up), to size the schedule."""
-    trainer = trainer_for(impl, run_config(config, out, 6, 10, workers))
-    times: list[float] = []
-    trainer._step = recording(trainer._step, times)
-    trainer.fit(show_progress=False)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    return median_step_seconds(trainer_for(impl, run_config(config, out, 6, 10, workers)))
 
 
 def run(label: str, impl: str, config: Path, args) -> None:

@@ -33,7 +33,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import recording
+from benchmarks.timing import median_step_seconds
 from transeg.engine.evaluate import evaluate
 from transeg.engine.recipe import TrainConfig, build_dataset_from_config, load_config, parse_config
 from transeg.engine.train import Trainer
@@ -71,11 +71,7 @@ def study_config(config: Path, data_root: Path, loss: str, out_dir: Path, iterat
 
 def seconds_per_iteration(config: Path, data_root: Path, loss: str, out_dir: Path) -> float:
     """Median time of a few training iterations of ``loss`` (after one warm-up), to size the schedule."""
-    trainer = Trainer(study_config(config, data_root, loss, out_dir, 6, 10.0))
-    times: list[float] = []
-    trainer._step = recording(trainer._step, times)
-    trainer.fit(show_progress=False)
-    return sorted(times[1:])[len(times[1:]) // 2]
+    return median_step_seconds(Trainer(study_config(config, data_root, loss, out_dir, 6, 10.0)))
 
 
 def run(loss: str, config: Path, data_root: Path, minutes: float, threads: int, out: Path) -> dict[str, Any]:

@@ -37,3 +37,12 @@ def recording(fn: Callable[..., Any], times: list[float]) -> Callable[..., Any]:
         return result
 
     return timed
+
+
+def median_step_seconds(trainer: Any) -> float:
+    """Runs ``trainer.fit()`` and returns the median seconds of its ``_step`` calls after the first
+    (a warm-up; the upper median for an even count): a training step's cost, to size a schedule."""
+    times: list[float] = []
+    trainer._step = recording(trainer._step, times)
+    trainer.fit(show_progress=False)
+    return sorted(times[1:])[len(times[1:]) // 2]

@@ -2,7 +2,7 @@
 
 import time
 
-from benchmarks.timing import interleaved_medians, interleaved_times, recording
+from benchmarks.timing import interleaved_medians, interleaved_times, median_step_seconds, recording
 
 
 def test_calls_take_turns_and_warmup_is_not_timed():
@@ -22,3 +22,17 @@ def test_recording_keeps_the_result_and_one_time_per_call():
     double = recording(lambda x, scale=2: x * scale, times)
     assert double(3) == 6 and double(3, scale=3) == 9
     assert len(times) == 2 and all(t >= 0 for t in times)
+
+
+def test_median_step_seconds_leaves_out_the_warmup_step():
+    class Trainer:
+        pauses = iter([0.0, 0.0, 0.0, 0.05, 0.05])  # with the first step counted, the median would be 0
+
+        def _step(self) -> None:
+            time.sleep(next(self.pauses))
+
+        def fit(self, show_progress: bool) -> None:
+            for _ in range(5):
+                self._step()
+
+    assert median_step_seconds(Trainer()) >= 0.05
