@@ -2,7 +2,8 @@
 
 Counts the floating-point operations of one training forward, loss and backward (``FlopCounterMode``,
 with PyTorch's own SDPA formulas mapped onto the CPU flash-attention kernels, which it does not
-count by itself: forward 2 and backward 5 attention matmuls), measures the fp32 GEMM rate of the
+count by itself: forward 2 and backward 5 attention matmuls, and with grouped convolutions' backward
+counted per group, which its own formula misses: MiT's depthwise convs), measures the fp32 GEMM rate of the
 machine on the model's width, interleaved with the steps, and prints the floor (operations / GEMM
 rate) next to the measured seconds of the same forward and backward. A step near its floor can
 only get faster by doing less arithmetic or doing it in lower precision.
@@ -38,13 +39,23 @@ def _attention_backward(grad, query, key, value, *args, out_shape=None, **kwargs
     return flop_counter.sdpa_backward_flop_count(grad, query, key, value)
 
 
-CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention,
-                 torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward}
+def _convolution_backward(grad, x, weight, bias, stride, padding, dilation, transposed, output_padding,
+                          groups, output_mask, out_shape=None, **kwargs) -> int:
+    """The input and the weight gradient each cost the forward's products. PyTorch's own formula
+    counts the weight gradient as if ``groups`` were 1, C times too many for a depthwise conv."""
+    forward = flop_counter.conv_flop_count(list(x), list(weight), list(grad), transposed=transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention,
+                 torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward,
+                 torch.ops.aten.convolution_backward: _convolution_backward}
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    """The floating-point operations of ``fn()``, its backward included, attention kernels counted."""
-    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
+    """The floating-point operations of ``fn()``, its backward included, attention kernels counted
+    and grouped convolutions' backward counted per group."""
+    counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
     with counter:
         fn()
     return counter.get_total_flops()

@@ -1,5 +1,6 @@
 """``benchmarks/train_flops.py`` counts the CPU flash-attention kernels, which ``FlopCounterMode``
-alone skips: a transformer block's forward and backward against the operation count by hand."""
+alone skips, and a depthwise conv's backward, which it overcounts: forward and backward against
+the operation count by hand."""
 
 from __future__ import annotations
 
@@ -33,3 +34,19 @@ def test_counts_flash_attention_forward_and_backward() -> None:
     with plain:
         step()
     assert plain.get_total_flops() == 3 * 2 * b * n * c * (4 * c + 2 * hidden)  # the attention is missed
+
+
+def test_counts_a_depthwise_convolution_backward_per_group() -> None:
+    b, c, h, w = 2, 32, 9, 11
+    conv = torch.nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+    x = torch.randn(b, c, h, w, requires_grad=True)
+
+    def step() -> None:
+        conv(x).sum().backward()
+
+    forward = 2 * b * c * h * w * 9  # one 3x3 filter per channel
+    assert count_flops(step) == 3 * forward  # output, input gradient, weight gradient
+    plain = FlopCounterMode(display=False)
+    with plain:
+        step()
+    assert plain.get_total_flops() == 2 * forward + c * forward  # the weight gradient counted C times
