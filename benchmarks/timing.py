@@ -3,28 +3,38 @@ shared machine falls on every contender alike, and medians rather than means."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
+Settings = dict[str, Callable[[], AbstractContextManager]]
 
-def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+
+def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+                      settings: Settings | None = None) -> dict[str, list[float]]:
     """Seconds of each ``fn()`` in each of ``rounds`` rounds that call them in turn, after ``warmup``
-    untimed rounds."""
+    untimed rounds. ``settings[name]()``, where given, is a context that call runs in, entered and
+    left outside the timed span (a contender's process setting, such as its heap policy)."""
+    settings = settings or {}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for round_ in range(warmup + rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
+            with settings.get(name, contextlib.nullcontext)():
+                start = time.perf_counter()
+                fn()
+                seconds = time.perf_counter() - start
             if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(seconds)
     return times
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
+def interleaved_medians(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
+                        settings: Settings | None = None) -> dict[str, float]:
     """The median seconds of each ``fn()`` over :func:`interleaved_times`."""
-    return {name: statistics.median(t) for name, t in interleaved_times(fns, rounds, warmup).items()}
+    return {name: statistics.median(t) for name, t in interleaved_times(fns, rounds, warmup, settings).items()}
 
 
 def recording(fn: Callable[..., Any], times: list[float]) -> Callable[..., Any]:

@@ -4,9 +4,11 @@ Inference (B0 and B2 at 512x512 and 1024x1024, batch 1 and 4; transformers eager
 onnxruntime is installed, exported to ONNX Runtime) and a training step at batch 2 (512x512):
 both models from the same weights in one process, each with its own loss and an AdamW step, the
 steps interleaved (transformers, transeg, transeg with the whole-image loss it used before the
-chunked one) and their medians compared. Every inference row gives the ratio (transformers time /
-transeg time) and the max abs difference of the outputs. ``--memory`` adds each training side's
-peak resident set, measured in fresh processes.
+chunked one, transformers in a retained heap) and their medians compared. transeg steps as its
+trainer does, with freed memory kept in the heap (``engine/heap.py``); transformers as its users
+run it, with glibc's defaults, and once more in the same retained heap. Every inference row gives
+the ratio (transformers time / transeg time) and the max abs difference of the outputs.
+``--memory`` adds each training side's peak resident set, measured in fresh processes.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/vs_transformers.py [--threads 2] [--quick] [--memory]
 """
@@ -14,12 +16,14 @@ peak resident set, measured in fresh processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -31,6 +35,7 @@ import transeg
 from benchmarks.timing import interleaved_medians
 from tests.conftest import hf_segformer
 from transeg.analysis.bench import _time
+from transeg.engine.heap import retained_heap
 from transeg.engine.loss_spec import build_loss
 from transeg.engine.optim import build_optimizer
 from transeg.engine.recipe import OptimizerSection
@@ -100,7 +105,7 @@ def whole_image_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(flat, labels.reshape(-1), ignore_index=255)
 
 
-TRAIN_SIDES = ("transformers", "transeg", "transeg, whole-image loss")
+TRAIN_SIDES = ("transformers", "transeg", "transeg, whole-image loss", "transformers, retained heap")
 
 
 def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | float]:
@@ -108,9 +113,10 @@ def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | flo
     optimizer: transformers' model computes its own loss (``labels=``) and steps PyTorch's fused AdamW
     (its Trainer's default optimizer with torch >= 2.8), transeg its default :func:`build_loss` and
     the AdamW of its trainer (:func:`build_optimizer`, fused as well, with the SegFormer parameter
-    groups); and each side's loss in eval mode (``<name> eval loss``)."""
+    groups); and each side's loss in eval mode
+    (``<name> eval loss``)."""
     hf, ours = models(variant)
-    plain = copy.deepcopy(ours)
+    plain, hf_retained = copy.deepcopy(ours), copy.deepcopy(hf)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 512, 512, generator=gen)
     y = torch.randint(0, 150, (batch, 512, 512), generator=gen)
@@ -119,6 +125,7 @@ def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | flo
         "transformers": (hf, lambda: hf(pixel_values=x, labels=y).loss),
         "transeg": (ours, lambda: loss(ours.forward_train(x), y)),
         "transeg, whole-image loss": (plain, lambda: whole_image_loss(plain.forward_train(x).logits, y)),
+        "transformers, retained heap": (hf_retained, lambda: hf_retained(pixel_values=x, labels=y).loss),
     }
     steps = {}
     for name, (model, forward) in losses.items():
@@ -126,7 +133,8 @@ def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | flo
             model.eval()
             steps[f"{name} eval loss"] = forward().item()  # no dropout: the same weights give the same loss
         model.train()
-        optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True) if name == "transformers"
+        is_transformers = name.startswith("transformers")
+        optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-6, fused=True) if is_transformers
                      else build_optimizer(model, OptimizerSection(lr=1e-6)))
 
         def step(forward=forward, optimizer=optimizer) -> float:
@@ -140,18 +148,26 @@ def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | flo
     return steps
 
 
+def heap_settings() -> dict[str, Callable[[], AbstractContextManager]]:
+    """Every side but plain transformers steps in a retained heap, entered and left (trimmed)
+    around each step, outside its timing; transeg's trainer enters it once for the whole run."""
+    return {name: retained_heap for name in TRAIN_SIDES if name != "transformers"}
+
+
 def train_rows(variant: str, batch: int, repeats: int) -> dict[str, tuple[float, float]]:
     """name -> (median step seconds, eval-mode loss) over ``repeats`` interleaved steps after a warm-up."""
     steps = train_steps(variant, batch)
     first = {name: steps.pop(f"{name} eval loss") for name in TRAIN_SIDES}
-    return {name: (seconds, first[name]) for name, seconds in interleaved_medians(steps, repeats).items()}
+    medians = interleaved_medians(steps, repeats, settings=heap_settings())
+    return {name: (seconds, first[name]) for name, seconds in medians.items()}
 
 
 def train_child_peak(impl: str, variant: str, batch: int) -> dict:
     """Two steps of one side in this (fresh) process: its peak resident set."""
     steps = train_steps(variant, batch)
-    for _ in range(2):
-        steps[impl]()
+    with heap_settings().get(impl, contextlib.nullcontext)():
+        for _ in range(2):
+            steps[impl]()
     return {"peak_rss_mb": peak_rss_mb()}
 
 
@@ -194,14 +210,14 @@ def main() -> None:
             print(f"| {row['case']} | {row['impl']} | {row['ms']:.1f} | {row['vs_transformers_eager']:.2f} |"
                   f" {row['max_abs_diff']:.1e} |")
     print(f"\n| training step (batch 2, 512x512, AdamW, median of {args.repeats} interleaved) | transformers ms |"
-          " transeg ms | transeg is × faster | transeg, whole-image loss ms | eval loss transformers |"
-          " eval loss transeg |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          " transeg ms | transeg is × faster | transformers, retained heap ms | × faster than that |"
+          " transeg, whole-image loss ms | eval loss transformers | eval loss transeg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for variant in ("b0",) if args.quick else ("b0", "b2"):
         rows = train_rows(variant, 2, args.repeats)
-        (hf_t, hf_l), (ours_t, ours_l), (plain_t, _) = rows.values()
-        print(f"| B{variant[1]} | {hf_t * 1e3:.0f} | {ours_t * 1e3:.0f} | {hf_t / ours_t:.2f} | {plain_t * 1e3:.0f} |"
-              f" {hf_l:.5f} | {ours_l:.5f} |", flush=True)
+        (hf_t, hf_l), (ours_t, ours_l), (plain_t, _), (kept_t, _) = rows.values()
+        print(f"| B{variant[1]} | {hf_t * 1e3:.0f} | {ours_t * 1e3:.0f} | {hf_t / ours_t:.2f} | {kept_t * 1e3:.0f} |"
+              f" {kept_t / ours_t:.2f} | {plain_t * 1e3:.0f} | {hf_l:.5f} | {ours_l:.5f} |", flush=True)
     if args.memory:
         print("\n| peak RSS, 2 training steps in a fresh process | " + " | ".join(TRAIN_SIDES) + " |")
         print("| --- |" + " --- |" * len(TRAIN_SIDES))

@@ -36,3 +36,21 @@ def test_median_step_seconds_leaves_out_the_warmup_step():
                 self._step()
 
     assert median_step_seconds(Trainer()) >= 0.05
+
+
+def test_a_setting_wraps_its_call_but_stays_out_of_the_timed_span():
+    import contextlib
+
+    inside: list[str] = []
+
+    @contextlib.contextmanager
+    def slow_setting():
+        time.sleep(0.05)  # entering and leaving are not timed
+        inside.append("entered")
+        yield
+        time.sleep(0.05)
+
+    medians = interleaved_medians({"set": lambda: inside.append("call"), "plain": lambda: None}, rounds=2,
+                                  settings={"set": slow_setting})
+    assert inside == ["entered", "call"] * 3
+    assert medians["set"] < 0.05

@@ -232,3 +232,31 @@ def test_adamw_is_fused_and_steps_as_the_reference():
                                         strict=True):
         assert not torch.equal(got, start), name
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("retain", [True, False])
+def test_steps_run_inside_the_retained_heap_unless_switched_off(scenes, tmp_path, monkeypatch, retain):
+    import contextlib
+
+    import transeg.engine.train as train_module
+
+    state = {"inside": None, "steps_inside": 0}
+
+    @contextlib.contextmanager
+    def spy(enabled=True):
+        state["inside"] = enabled
+        yield
+        state["inside"] = None
+
+    monkeypatch.setattr(train_module, "retained_heap", spy)
+    trainer = Trainer(tiny_config(scenes, tmp_path / "h", schedule={"iterations": 2, "warmup_iters": 0},
+                                  train={"retain_heap": retain, "eval_interval": 2}))
+    step = trainer._step
+
+    def counted(*args):
+        state["steps_inside"] += state["inside"] is retain
+        return step(*args)
+
+    trainer._step = counted
+    trainer.fit(show_progress=False)
+    assert state["steps_inside"] == 2 and state["inside"] is None

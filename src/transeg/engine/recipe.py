@@ -98,6 +98,7 @@ class TrainSection(_Section):
     loss_average: Literal["labelled", "all"] = "labelled"
     time_limit_minutes: PositiveFloat | None = None  # stop (and checkpoint) after this wall time
     on_bad_sample: Literal["error", "skip"] = "error"  # skip: replace unreadable samples, warn once each
+    retain_heap: bool = True  # keep freed memory for the next step (glibc, engine/heap.py): faster, larger peak RSS
 
 
 class EvalSection(_Section):

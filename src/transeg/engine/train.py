@@ -32,6 +32,7 @@ from transeg.engine.distributed import (
     warn_if_batchnorm_batch_of_one,
 )
 from transeg.engine.evaluate import evaluate
+from transeg.engine.heap import retained_heap
 from transeg.engine.loss_spec import SegLoss, parse_loss_spec
 from transeg.engine.optim import build_optimizer, build_scheduler
 from transeg.engine.progress import TrainingProgress
@@ -276,7 +277,8 @@ class Trainer:
 
     def fit(self, show_progress: bool = True) -> TrainResult:
         """Train from the current iteration to the end of the schedule or the time limit, then save
-        the checkpoint and ``model.safetensors``. Ctrl-C saves a checkpoint and raises a TransegError."""
+        the checkpoint and ``model.safetensors``. Ctrl-C saves a checkpoint and raises a TransegError.
+        Freed memory stays in the heap for the next step unless ``train.retain_heap`` is false."""
         self._check_batch_split()
         self._write_run_config()
         log = TrainingLog(self.out_dir, self.info.is_main)
@@ -286,7 +288,7 @@ class Trainer:
         last_metrics, stopped = None, None
         with TrainingProgress(log, self.cfg.train.batch_size, self.cfg.schedule.iterations, self.iteration,
                               self._lr(), show_progress and self.info.is_main) as progress, \
-                interrupt_flag() as interrupted:
+                interrupt_flag() as interrupted, retained_heap(self.cfg.train.retain_heap):
             stopping = Stopping(self.cfg.schedule.iterations, self.cfg.train.time_limit_minutes, interrupted)
             try:
                 while stopping.budget_left(self.iteration):
