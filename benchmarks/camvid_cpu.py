@@ -85,8 +85,8 @@ def trainer_for(impl: str, cfg) -> Trainer:
 
 
 def seconds_per_iteration(impl: str, config: Path, out: Path, workers: int) -> float:
-    """Median time of a few training iterations (after one warm-up), to size the schedule."""
-    return median_step_seconds(trainer_for(impl, run_config(config, out, 6, 10, workers)))
+    """Median time of 10 training iterations after 6 of warm-up, to size the schedule."""
+    return median_step_seconds(trainer_for(impl, run_config(config, out, 16, 10, workers)), warmup=6)
 
 
 def run(label: str, impl: str, config: Path, args) -> None:

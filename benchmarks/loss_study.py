@@ -70,8 +70,8 @@ def study_config(config: Path, data_root: Path, loss: str, out_dir: Path, iterat
 
 
 def seconds_per_iteration(config: Path, data_root: Path, loss: str, out_dir: Path) -> float:
-    """Median time of a few training iterations of ``loss`` (after one warm-up), to size the schedule."""
-    return median_step_seconds(Trainer(study_config(config, data_root, loss, out_dir, 6, 10.0)))
+    """Median time of 10 training iterations of ``loss`` after 6 of warm-up, to size the schedule."""
+    return median_step_seconds(Trainer(study_config(config, data_root, loss, out_dir, 16, 10.0)), warmup=6)
 
 
 def run(loss: str, config: Path, data_root: Path, minutes: float, threads: int, out: Path) -> dict[str, Any]:

@@ -3,11 +3,12 @@
 Inference (B0 and B2 at 512x512 and 1024x1024, batch 1 and 4; transformers eager and, where
 onnxruntime is installed, exported to ONNX Runtime) and a training step at batch 2 (512x512):
 both models from the same weights in one process, each with its own loss and an AdamW step, the
-steps interleaved (transformers, transeg, transeg with the whole-image loss it used before the
-chunked one, transformers in a retained heap) and their medians compared. transeg steps as its
-trainer does, with freed memory kept in the heap (``engine/heap.py``); transformers as its users
-run it, with glibc's defaults, and once more in the same retained heap. Every inference row gives
-the ratio (transformers time / transeg time) and the max abs difference of the outputs.
+steps of transeg interleaved with those of each other side in turn (transformers, transformers in
+a retained heap, transeg with the whole-image loss it used before the chunked one) and their
+medians compared. transeg steps as its trainer does, with freed memory kept in the heap
+(``engine/heap.py``); transformers with glibc's own large-block mappings, and once more in the
+same retained heap (``timing.heap_policy``). Every inference row gives the ratio (transformers
+time / transeg time) and the max abs difference of the outputs.
 ``--memory`` adds each training side's peak resident set, measured in fresh processes.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/vs_transformers.py [--threads 2] [--quick] [--memory]
@@ -16,7 +17,6 @@ the ratio (transformers time / transeg time) and the max abs difference of the o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import subprocess
@@ -24,7 +24,9 @@ import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import transeg
-from benchmarks.timing import interleaved_medians
+from benchmarks.timing import heap_policy, interleaved_medians
 from tests.conftest import hf_segformer
 from transeg.analysis.bench import _time
 from transeg.engine.heap import retained_heap
@@ -149,23 +151,34 @@ def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | flo
 
 
 def heap_settings() -> dict[str, Callable[[], AbstractContextManager]]:
-    """Every side but plain transformers steps in a retained heap, entered and left (trimmed)
-    around each step, outside its timing; transeg's trainer enters it once for the whole run."""
-    return {name: retained_heap for name in TRAIN_SIDES if name != "transformers"}
+    """Each side's heap (:func:`benchmarks.timing.heap_policy`): retained as transeg's trainer keeps
+    it, but for plain transformers."""
+    return {name: partial(heap_policy, name != "transformers") for name in TRAIN_SIDES}
 
 
-def train_rows(variant: str, batch: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """name -> (median step seconds, eval-mode loss) over ``repeats`` interleaved steps after a warm-up."""
+def train_rows(variant: str, batch: int, repeats: int) -> list[dict[str, Any]]:
+    """One contest per other side against transeg, ``repeats`` interleaved steps each after a
+    warm-up (two sides at a time, so that no third one's memory sits between theirs in the heap):
+    the median seconds of both and each side's eval-mode loss."""
     steps = train_steps(variant, batch)
-    first = {name: steps.pop(f"{name} eval loss") for name in TRAIN_SIDES}
-    medians = interleaved_medians(steps, repeats, settings=heap_settings())
-    return {name: (seconds, first[name]) for name, seconds in medians.items()}
+    loss = {name: steps.pop(f"{name} eval loss") for name in TRAIN_SIDES}
+    settings = heap_settings()
+    rows = []
+    for other in TRAIN_SIDES:
+        if other == "transeg":
+            continue
+        pair = {name: steps[name] for name in (other, "transeg")}
+        with retained_heap():  # glibc's defaults again afterwards
+            medians = interleaved_medians(pair, repeats, settings=settings)
+        rows.append({"against": other, "their_s": medians[other], "transeg_s": medians["transeg"],
+                     "their_loss": loss[other], "transeg_loss": loss["transeg"]})
+    return rows
 
 
 def train_child_peak(impl: str, variant: str, batch: int) -> dict:
     """Two steps of one side in this (fresh) process: its peak resident set."""
     steps = train_steps(variant, batch)
-    with heap_settings().get(impl, contextlib.nullcontext)():
+    with retained_heap(), heap_settings()[impl]():
         for _ in range(2):
             steps[impl]()
     return {"peak_rss_mb": peak_rss_mb()}
@@ -209,15 +222,14 @@ def main() -> None:
         for row in inference_rows(variant, size, batch, args.repeats, use_onnx and batch == 1):
             print(f"| {row['case']} | {row['impl']} | {row['ms']:.1f} | {row['vs_transformers_eager']:.2f} |"
                   f" {row['max_abs_diff']:.1e} |")
-    print(f"\n| training step (batch 2, 512x512, AdamW, median of {args.repeats} interleaved) | transformers ms |"
-          " transeg ms | transeg is × faster | transformers, retained heap ms | × faster than that |"
-          " transeg, whole-image loss ms | eval loss transformers | eval loss transeg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"\n| training step (batch 2, 512x512, AdamW, median of {args.repeats} interleaved) | against | its ms |"
+          " transeg ms | transeg is × faster | its eval loss | transeg eval loss |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for variant in ("b0",) if args.quick else ("b0", "b2"):
-        rows = train_rows(variant, 2, args.repeats)
-        (hf_t, hf_l), (ours_t, ours_l), (plain_t, _), (kept_t, _) = rows.values()
-        print(f"| B{variant[1]} | {hf_t * 1e3:.0f} | {ours_t * 1e3:.0f} | {hf_t / ours_t:.2f} | {kept_t * 1e3:.0f} |"
-              f" {kept_t / ours_t:.2f} | {plain_t * 1e3:.0f} | {hf_l:.5f} | {ours_l:.5f} |", flush=True)
+        for row in train_rows(variant, 2, args.repeats):
+            print(f"| B{variant[1]} | {row['against']} | {row['their_s'] * 1e3:.0f} | {row['transeg_s'] * 1e3:.0f} |"
+                  f" {row['their_s'] / row['transeg_s']:.2f} | {row['their_loss']:.5f} | {row['transeg_loss']:.5f} |",
+                  flush=True)
     if args.memory:
         print("\n| peak RSS, 2 training steps in a fresh process | " + " | ".join(TRAIN_SIDES) + " |")
         print("| --- |" + " --- |" * len(TRAIN_SIDES))

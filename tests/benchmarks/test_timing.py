@@ -2,7 +2,7 @@
 
 import time
 
-from benchmarks.timing import interleaved_medians, interleaved_times, median_step_seconds, recording
+from benchmarks.timing import heap_policy, interleaved_medians, interleaved_times, median_step_seconds, recording
 
 
 def test_calls_take_turns_and_warmup_is_not_timed():
@@ -38,6 +38,20 @@ def test_median_step_seconds_leaves_out_the_warmup_step():
     assert median_step_seconds(Trainer()) >= 0.05
 
 
+def test_median_step_seconds_leaves_out_every_warmup_step():
+    class Trainer:
+        pauses = iter([0.05, 0.05, 0.05, 0.0, 0.0, 0.0])  # slow while warming up
+
+        def _step(self) -> None:
+            time.sleep(next(self.pauses))
+
+        def fit(self, show_progress: bool) -> None:
+            for _ in range(6):
+                self._step()
+
+    assert median_step_seconds(Trainer(), warmup=3) < 0.05
+
+
 def test_a_setting_wraps_its_call_but_stays_out_of_the_timed_span():
     import contextlib
 
@@ -54,3 +68,21 @@ def test_a_setting_wraps_its_call_but_stays_out_of_the_timed_span():
                                   settings={"set": slow_setting})
     assert inside == ["entered", "call"] * 3
     assert medians["set"] < 0.05
+
+
+def test_heap_policy_maps_large_blocks_for_one_contender_and_retains_them_for_the_other():
+    import pytest
+
+    from tests.engine.test_heap import PAGES, _faults_of_a_fresh_tensor
+    from transeg.engine.heap import heap_retention_available, retained_heap
+
+    if not heap_retention_available():
+        pytest.skip("glibc's mallopt only")
+    with retained_heap():
+        with heap_policy(retain=False):  # no free block in the heap fits yet: a fresh mapping each time
+            mapped = [_faults_of_a_fresh_tensor() for _ in range(2)]
+        with heap_policy(retain=True):
+            for _ in range(3):
+                _faults_of_a_fresh_tensor()
+            kept = sum(_faults_of_a_fresh_tensor() for _ in range(3))
+    assert min(mapped) > PAGES // 2 and kept < PAGES // 20
