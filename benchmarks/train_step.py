@@ -1,9 +1,8 @@
 """Seconds per training step of each model through transeg's trainer (its loss with every auxiliary
 term, AdamW, the recipe's parameter groups), on synthetic scenes of CamVid's frame size. Models are
 timed interleaved in one process, step by step, and the median after one warm-up step is reported, so that
-machine load touches each model alike. Each step runs in the trainer's retained heap
-(``engine/heap.py``); ``--glibc-heap-too`` also times every model with glibc's large-block mappings
-(``timing.heap_policy``), in turn with the rest. Run the same command on two commits to compare them.
+machine load touches each model alike. The steps run in a retained heap, as in ``Trainer.fit``
+(``engine/heap.py``). Run the same command on two commits to compare them.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_step.py --models segmenter-t16-mask segdeformer-mit-b0-eff
 """
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.timing import heap_policy, interleaved_medians
+from benchmarks.timing import interleaved_medians
 from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine.heap import retained_heap
 from transeg.engine.recipe import parse_config
@@ -40,18 +39,13 @@ def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch:
     }))
 
 
-def step_seconds(trainers: dict[str, Trainer], steps: int, heaps: tuple[bool, ...] = (True,)) -> dict[str, float]:
+def step_seconds(trainers: dict[str, Trainer], steps: int) -> dict[str, float]:
     """The median seconds of each trainer's step (``Trainer._step``: its loader's next batch, loss,
-    backward, AdamW) over ``steps`` rounds that step every trainer in turn, after one warm-up round,
-    once per heap policy in ``heaps`` (True: retained, as in ``Trainer.fit``; False: glibc's default)."""
-    fns, settings = {}, {}
-    for name, trainer in trainers.items():
-        step = partial(trainer._step, trainer._training_network(), iter(trainer._loader()))
-        for retain in heaps:
-            key = name if retain else f"{name}, glibc heap"
-            fns[key], settings[key] = step, partial(heap_policy, retain)
-    with retained_heap():  # glibc's defaults again afterwards
-        return interleaved_medians(fns, steps, settings=settings)
+    backward, AdamW) over ``steps`` rounds that step every trainer in turn, after one warm-up round."""
+    runs = {name: (trainer, trainer._training_network(), iter(trainer._loader())) for name, trainer in trainers.items()}
+    with retained_heap():
+        return interleaved_medians({name: partial(trainer._step, network, batches)
+                                    for name, (trainer, network, batches) in runs.items()}, steps)
 
 
 def main() -> None:
@@ -61,16 +55,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--glibc-heap-too", action="store_true", help="also each model with glibc's default heap")
     args = parser.parse_args()
-    heaps = (True, False) if args.glibc_heap_too else (True,)
     torch.set_num_threads(args.threads)
     size = tuple(args.size)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_dataset(Path(tmp) / "data", 2 * args.batch, 1, size)
-        iterations = len(heaps) * (args.steps + 1)
-        trainers = {m: trainer_for(m, root, Path(tmp) / m, size, args.batch, iterations) for m in args.models}
-        seconds = step_seconds(trainers, args.steps, heaps)
+        trainers = {m: trainer_for(m, root, Path(tmp) / m, size, args.batch, args.steps + 1) for m in args.models}
+        seconds = step_seconds(trainers, args.steps)
     print(f"training step, batch {args.batch}, {size[0]}x{size[1]}, fp32, {args.threads} threads, "
           f"median of {args.steps} interleaved steps after one warm-up\n")
     print("| model | s/step | images/s |\n| --- | --- | --- |")

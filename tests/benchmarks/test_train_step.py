@@ -15,11 +15,3 @@ def test_every_trainer_takes_the_warm_up_and_the_timed_steps(tmp_path) -> None:
     for name, trainer in trainers.items():
         assert trainer.scheduler.last_epoch == 3  # warm-up + 2 timed steps
         assert any(not p.equal(q) for p, q in zip(trainer.model.parameters(), before[name], strict=True))
-
-
-def test_both_heap_policies_step_the_same_trainer_in_turn(tmp_path) -> None:
-    root = write_synthetic_dataset(tmp_path / "data", 4, 1, (64, 64))
-    trainer = trainer_for("segformer-b0", root, tmp_path / "b0", (64, 64), 2, 4)
-    seconds = step_seconds({"b0": trainer}, 1, heaps=(True, False))
-    assert list(seconds) == ["b0", "b0, glibc heap"]
-    assert trainer.scheduler.last_epoch == 4  # (warm-up + 1 timed step) per policy
