@@ -115,8 +115,7 @@ def train_steps(variant: str, batch: int) -> dict[str, Callable[[], float] | flo
     optimizer: transformers' model computes its own loss (``labels=``) and steps PyTorch's fused AdamW
     (its Trainer's default optimizer with torch >= 2.8), transeg its default :func:`build_loss` and
     the AdamW of its trainer (:func:`build_optimizer`, fused as well, with the SegFormer parameter
-    groups); and each side's loss in eval mode
-    (``<name> eval loss``)."""
+    groups); and each side's loss in eval mode (``<name> eval loss``)."""
     hf, ours = models(variant)
     plain, hf_retained = copy.deepcopy(ours), copy.deepcopy(hf)
     gen = torch.Generator().manual_seed(0)
