@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, TypeAdapter, ValidationError
 
 from transeg.engine.distributed import DistInfo
 from transeg.engine.loss_terms import cross_entropy, focal, ohem_cross_entropy
@@ -41,10 +41,12 @@ class FocalTerm(_Term):
 class DiceTerm(_Term):
     type: Literal["dice"]
     smooth: float = Field(1.0, ge=0)
+    points: PositiveInt | None = None  # labelled pixels drawn per image (none: every one)
 
 
 class LovaszTerm(_Term):
     type: Literal["lovasz"]
+    points: PositiveInt | None = None  # labelled pixels drawn per image (none: every one)
 
 
 class OhemTerm(_Term):
@@ -118,9 +120,9 @@ class SegLoss:
         if isinstance(term, FocalTerm):
             return focal(logits, labels, divisor, term.gamma, term.alpha)
         if isinstance(term, DiceTerm):
-            return dice(logits, labels, term.smooth, info)
+            return dice(logits, labels, term.smooth, info, term.points)
         if isinstance(term, LovaszTerm):
-            return lovasz_softmax(logits, labels, info)
+            return lovasz_softmax(logits, labels, info, term.points)
         return ohem_cross_entropy(logits, labels, divisor, term.thresh, term.min_kept, info)
 
     def _weights(self, term: CrossEntropyTerm, num_classes: int) -> torch.Tensor | None:

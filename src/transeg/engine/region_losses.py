@@ -14,6 +14,12 @@ gradient of the global-batch loss, and the logged mean of the W values is its va
   Jaccard loss along that order; the mean over present classes. The loss is piecewise linear in e, so
   under DDP every process gathers all processes' (detached) errors and foreground flags, ranks them
   globally, and sums ``e_i g_i`` over its own pixels (cost: K floats per labelled pixel per process).
+
+Both take ``points``: evaluate the loss at that many labelled pixels per image, drawn uniformly
+without replacement, instead of at every one. The logits are interpolated at those pixels only
+(``grid_sample``, equal to the full-resolution bilinear upsample there), so the cost of the term
+falls with the sample; Lovász's sorts dominate its cost at full resolution (a batch of four 360×480
+CamVid crops: 0.77 s, about 1.6 training steps of segformer-b0).
 """
 
 from __future__ import annotations
@@ -27,15 +33,37 @@ from transeg.engine.distributed import DistInfo
 from transeg.engine.loss_terms import require_classes, upsample
 
 
-def _probabilities(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_pixels(logits: torch.Tensor, labels: torch.Tensor, points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, h, w) logits, (B, H, W) labels -> fp32 (N, K) logits and (N,) labels at up to ``points``
+    labelled pixels of each image, drawn uniformly without replacement (all of an image's labelled
+    pixels when it has fewer). The logits are those of the bilinear upsample to (H, W)
+    (``align_corners=False``), interpolated at the drawn pixels alone."""
+    height, width = labels.shape[-2:]
+    valid = (labels != IGNORE_INDEX).flatten(1)  # (B, HW)
+    keys = torch.rand(valid.shape, device=labels.device).masked_fill_(~valid, 2.0)
+    drawn, index = keys.topk(min(points, height * width), dim=1, largest=False)  # (B, P)
+    y, x = index.div(width, rounding_mode="floor"), index.remainder(width)
+    # pixel centres in grid_sample's [-1, 1] frame: source coordinate (x + 0.5) w / W - 0.5, as interpolate
+    grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1).float()[:, None]
+    z = F.grid_sample(logits.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    keep = drawn <= 1  # (B, P): drawn from labelled pixels
+    return z[:, :, 0].transpose(1, 2)[keep], labels.flatten(1).gather(1, index)[keep]
+
+
+def _probabilities(logits: torch.Tensor, labels: torch.Tensor,
+                   points: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, K, h, w) logits, (B, H, W) labels -> (N, C) probabilities and (N, C) one-hot targets of the
-    N labelled pixels; C = K, or 1 (sigmoid foreground) for a one-channel model."""
-    z = upsample(logits, labels)
-    valid = labels != IGNORE_INDEX
+    N labelled pixels (or of ``points`` drawn per image); C = K, or 1 (sigmoid foreground) for a
+    one-channel model."""
+    if points is None:
+        z = upsample(logits, labels)
+        valid = labels != IGNORE_INDEX
+        z, labels = z.permute(0, 2, 3, 1)[valid], labels[valid]  # (N, K), (N,)
+    else:
+        z, labels = sample_pixels(logits, labels, points)
     if z.shape[1] == 1:
-        return torch.sigmoid(z[:, 0])[valid][:, None], (labels[valid] == 1).float()[:, None]
-    prob = F.softmax(z, dim=1).permute(0, 2, 3, 1)[valid]
-    return prob, F.one_hot(labels[valid], z.shape[1]).float()
+        return torch.sigmoid(z), (labels == 1).float()[:, None]
+    return F.softmax(z, dim=1), F.one_hot(labels, z.shape[1]).float()
 
 
 def _global_sum(local: torch.Tensor, info: DistInfo | None) -> torch.Tensor:
@@ -54,9 +82,10 @@ def _world_scaled(loss: torch.Tensor, info: DistInfo | None) -> torch.Tensor:
     return info.world_size * loss - (info.world_size - 1) * loss.detach()
 
 
-def dice(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0, info: DistInfo | None = None) -> torch.Tensor:
+def dice(logits: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0, info: DistInfo | None = None,
+         points: int | None = None) -> torch.Tensor:
     """``1 - mean_c D_c`` over the global batch (see the module docstring); a scalar."""
-    prob, target = _probabilities(logits, labels)
+    prob, target = _probabilities(logits, labels, points)
     stats = torch.stack([(prob * target).sum(0), prob.sum(0), target.sum(0)])  # (3, C)
     inter, p_sum, t_sum = _global_sum(stats, info)
     score = (2 * inter + smooth) / (p_sum + t_sum + smooth)
@@ -90,11 +119,12 @@ def _gather_rows(local: torch.Tensor, info: DistInfo) -> tuple[torch.Tensor, int
     return rows, sum(int(s) for s in sizes[: info.rank])
 
 
-def lovasz_softmax(logits: torch.Tensor, labels: torch.Tensor, info: DistInfo | None = None) -> torch.Tensor:
+def lovasz_softmax(logits: torch.Tensor, labels: torch.Tensor, info: DistInfo | None = None,
+                   points: int | None = None) -> torch.Tensor:
     """Lovász-softmax over the global batch, averaged over the classes present in its labels; a scalar
     (0 with a gradient path when no pixel is labelled)."""
     require_classes(logits, "lovasz")
-    prob, target = _probabilities(logits, labels)
+    prob, target = _probabilities(logits, labels, points)
     errors = (target - prob).abs()  # (N, K)
     all_errors, all_target, start = errors.detach(), target, 0
     if info is not None and info.distributed:
