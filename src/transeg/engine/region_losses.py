@@ -19,7 +19,8 @@ Both take ``points``: evaluate the loss at that many labelled pixels per image, 
 without replacement, instead of at every one. The logits are interpolated at those pixels only
 (``grid_sample``, equal to the full-resolution bilinear upsample there), so the cost of the term
 falls with the sample; Lovász's sorts dominate its cost at full resolution (a batch of four 360×480
-CamVid crops: 0.77 s, about 1.6 training steps of segformer-b0).
+CamVid crops, forward and backward: 894 ms at every pixel, 100 ms at 16384 points per image,
+``benchmarks/region_loss_points.py``).
 """
 
 from __future__ import annotations
