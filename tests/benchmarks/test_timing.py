@@ -1,15 +1,11 @@
 """``benchmarks/timing.py``: calls taken in turn, warm-up rounds untimed, medians."""
 
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from benchmarks.timing import interleaved_medians, interleaved_times, median_step_seconds, recording
-from tests.engine.test_heap import PAGES
+from tests.engine.test_heap import PAGES, printed_by_a_fresh_process
 from transeg.engine.heap import heap_retention_available
 
 
@@ -78,29 +74,19 @@ def test_a_setting_wraps_its_call_but_stays_out_of_the_timed_span():
     assert medians["set"] < 0.05
 
 
-HEAP_POLICY_SCENARIO = """
-from benchmarks.timing import heap_policy
-from tests.engine.test_heap import _faults_of_a_fresh_tensor
-from transeg.engine.heap import retained_heap
-
-with retained_heap():
-    with heap_policy(retain=False):  # no free block in a fresh process's heap fits: a new mapping each time
-        mapped = [_faults_of_a_fresh_tensor() for _ in range(2)]
-    with heap_policy(retain=True):
-        for _ in range(3):
-            _faults_of_a_fresh_tensor()
-        kept = sum(_faults_of_a_fresh_tensor() for _ in range(3))
-print(min(mapped), kept)
-"""
-
-
 def test_heap_policy_maps_large_blocks_for_one_contender_and_retains_them_for_the_other():
-    """In a fresh process: this one's heap holds whatever free blocks earlier tests left, and a block
-    that fits is reused under either policy."""
     if not heap_retention_available():
         pytest.skip("glibc's mallopt only")
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", HEAP_POLICY_SCENARIO], cwd=root, capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(root)}).stdout
-    mapped, kept = (int(v) for v in out.split())
+    mapped, kept = printed_by_a_fresh_process("""
+from benchmarks.timing import heap_policy
+from transeg.engine.heap import retained_heap
+with retained_heap():
+    with heap_policy(retain=False):  # no free block in a fresh heap fits: a new mapping each time
+        mapped = [fresh() for _ in range(2)]
+    with heap_policy(retain=True):
+        for _ in range(3):
+            fresh()
+        kept = sum(fresh() for _ in range(3))
+print(min(mapped), kept)
+""")
     assert mapped > PAGES // 2 and kept < PAGES // 20
