@@ -86,7 +86,7 @@ def run(loss: str, config: Path, data_root: Path, minutes: float, threads: int, 
     result = trainer.fit(show_progress=False)
     seconds = time.monotonic() - started
     val = build_dataset_from_config(cfg.data, load_config(config).data.val_split or "val")
-    metrics, _ = evaluate(trainer.model, val, cfg.eval, show_progress=False)
+    metrics, _ = evaluate(trainer.result_model, val, cfg.eval, show_progress=False)
     report = {"loss": loss, "terms": SETTINGS[loss], "iterations": result.iteration, "planned_iterations": iterations,
               "train_minutes": round(seconds / 60, 2), "mIoU": metrics.mIoU,
               "per_class_iou": dict(zip(metrics.class_names, metrics.iou, strict=True))}

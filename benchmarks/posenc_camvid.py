@@ -55,7 +55,7 @@ def run_arm(arm: str, config: Path, args: argparse.Namespace) -> None:
         val.samples = val.samples[: args.val_limit]
     scores = {}
     for scale, name in TEST_SCALES:
-        metrics, _ = evaluate(trainer.model, val, cfg.eval, scale, cfg.data.size_divisor, show_progress=False)
+        metrics, _ = evaluate(trainer.result_model, val, cfg.eval, scale, cfg.data.size_divisor, show_progress=False)
         scores[name] = {"test_scale": list(scale), "mIoU": metrics.mIoU, "aAcc": metrics.aAcc}
     report = {"arm": arm, "model": cfg.model.name, "config": str(config), "iterations": result.iteration,
               "planned_iterations": iterations, "train_minutes": round(train_seconds / 60, 1),

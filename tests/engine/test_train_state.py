@@ -54,8 +54,8 @@ def test_checkpoint_keeps_its_top_level_keys_and_their_meaning(scenes, tmp_path)
     trainer = Trainer(cfg)
     result = trainer.fit(show_progress=False)
     saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(trainer.ckpt_dir))
-    assert set(saved) == CHECKPOINT_KEYS | {"grad_scaler"}  # added for fp16, optional when resuming
-    assert saved["grad_scaler"] is None  # fp32: no scaler
+    assert set(saved) == CHECKPOINT_KEYS | {"grad_scaler", "weight_average"}  # added later, optional when resuming
+    assert saved["grad_scaler"] is None and saved["weight_average"] is None  # fp32, no train.ema_decay
     assert same(saved["model"], trainer.model.state_dict())
     assert saved["transeg_config"] == trainer.model.config.to_json()
     assert same(saved["optimizer"], trainer.optimizer.state_dict())
@@ -82,7 +82,8 @@ def test_resuming_restores_every_field_of_a_checkpoint_in_the_existing_format(sc
     before = copy.deepcopy(resumed.snapshot().to_checkpoint())  # the model's entries alias its weights
     assert resumed.resume()
     after = resumed.snapshot().to_checkpoint()
-    assert set(after) == CHECKPOINT_KEYS | {"grad_scaler"} and after["grad_scaler"] is None
+    assert set(after) == CHECKPOINT_KEYS | {"grad_scaler", "weight_average"}
+    assert after["grad_scaler"] is None and after["weight_average"] is None
     for key in CHECKPOINT_KEYS:
         assert same(after[key], written[key]), key
     # each restored field held something else before: the comparison above could have failed

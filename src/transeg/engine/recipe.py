@@ -99,6 +99,8 @@ class TrainSection(_Section):
     time_limit_minutes: PositiveFloat | None = None  # stop (and checkpoint) after this wall time
     on_bad_sample: Literal["error", "skip"] = "error"  # skip: replace unreadable samples, warn once each
     retain_heap: bool = True  # keep freed memory for the next step (glibc, engine/heap.py): faster, larger peak RSS
+    # average the weights over the steps (engine/weight_average.py); evaluation and the saved models use the average
+    ema_decay: float | None = Field(None, gt=0, lt=1)
 
 
 class EvalSection(_Section):

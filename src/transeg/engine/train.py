@@ -42,6 +42,7 @@ from transeg.engine.stopping import Stopping, interrupt_flag
 from transeg.engine.train_state import TrainState
 from transeg.engine.training_log import TrainingLog
 from transeg.engine.training_model import section_num_classes, training_model_config
+from transeg.engine.weight_average import WeightAverage
 from transeg.errors import TransegError
 from transeg.models.factory import build_model
 from transeg.models.segmentor import Segmentor
@@ -151,6 +152,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=cfg.train.precision == "fp16")
         self.loss_fn = build_training_loss(cfg, self.train_set, self.info, write=self.info.is_main)
         self.loss_fn.check_classes(self.model.num_classes)
+        self.average = WeightAverage(self.model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
         self.iteration = 0
         self.best_miou: float | None = None
         self.nonfinite_in_row = 0
@@ -172,6 +174,7 @@ class Trainer:
             nonfinite_total=self.nonfinite_total,
             train_config=self.cfg.model_dump(mode="json"),
             grad_scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            weight_average=self.average.state_dict() if self.average is not None else None,
         )
 
     def restore(self, state: TrainState, source: str = "checkpoint") -> None:
@@ -190,6 +193,24 @@ class Trainer:
         self.nonfinite_total = state.nonfinite_total
         if self.scaler.is_enabled() and state.grad_scaler:
             self.scaler.load_state_dict(state.grad_scaler)
+        if self.average is not None:
+            self.average = self._restored_average(self.average.decay, state, source)
+
+    def _restored_average(self, decay: float, state: TrainState, source: str) -> WeightAverage:
+        """The weight average ``state`` holds; from the restored weights when its run kept none."""
+        average = WeightAverage(self.model, decay)
+        if state.weight_average is not None:
+            try:
+                average.load_state_dict(state.weight_average)
+            except (RuntimeError, KeyError) as exc:
+                raise TransegError(f"{source}: the weight average does not fit this model ({exc})") from None
+        return average
+
+    @property
+    def result_model(self) -> Segmentor:
+        """The model the run evaluates and saves: the weight average with ``train.ema_decay``, else the
+        trained model."""
+        return self.average.model if self.average is not None else self.model
 
     def state(self) -> dict[str, Any]:
         """The checkpoint dict of the run as it stands."""
@@ -270,6 +291,8 @@ class Trainer:
             finite = bool(torch.isfinite(grad_norm)) and loss_finite
             if finite:
                 self.optimizer.step()
+        if finite and self.average is not None:
+            self.average.update(self.model)
         with warnings.catch_warnings():  # a skipped step still advances the schedule, on purpose
             warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"), UserWarning)
             self.scheduler.step()
@@ -310,7 +333,7 @@ class Trainer:
                                    "continue with --resume") from None
         self.save()
         if self.info.is_main:
-            save_model(self.model, self.out_dir / "model.safetensors")
+            save_model(self.result_model, self.out_dir / "model.safetensors")
         return TrainResult(self.iteration, self.out_dir, self.best_miou, last_metrics, stopped)
 
     def _check_batch_split(self) -> None:
@@ -360,7 +383,7 @@ class Trainer:
 
     def _evaluate(self, log: TrainingLog) -> dict[str, Any]:
         data = self.cfg.data
-        metrics, _ = evaluate(self.model, self.val_set, self.cfg.eval, data.test_scale, data.size_divisor,
+        metrics, _ = evaluate(self.result_model, self.val_set, self.cfg.eval, data.test_scale, data.size_divisor,
                               self.info, show_progress=False, on_bad_sample=self.cfg.train.on_bad_sample)
         self.model.train()
         summary = {"iter": self.iteration, "mIoU": metrics.mIoU, "aAcc": metrics.aAcc, "mAcc": metrics.mAcc}
@@ -368,7 +391,7 @@ class Trainer:
         if self.best_miou is None or metrics.mIoU > self.best_miou:
             self.best_miou = metrics.mIoU
             if self.info.is_main:
-                save_model(self.model, self.out_dir / "best.safetensors")
+                save_model(self.result_model, self.out_dir / "best.safetensors")
         return metrics.to_dict()
 
 

@@ -38,12 +38,11 @@ class TrainState:
     nonfinite_total: int
     train_config: dict[str, Any]
     grad_scaler: dict[str, Any] | None = None  # torch.amp.GradScaler state of fp16 runs
+    weight_average: dict[str, Any] | None = None  # WeightAverage state of runs with train.ema_decay
 
     def to_checkpoint(self) -> dict[str, Any]:
-        """The dict ``save_checkpoint`` writes: one top-level key per field; a field with a default
-        (``grad_scaler``) only when it is set, so that fp32 and bf16 checkpoints keep their keys."""
-        return {_checkpoint_key(field.name): getattr(self, field.name) for field in dataclasses.fields(self)
-                if field.default_factory is dataclasses.MISSING or getattr(self, field.name)}
+        """The dict ``save_checkpoint`` writes: one top-level key per field (None where an optional one is unset)."""
+        return {_checkpoint_key(field.name): getattr(self, field.name) for field in dataclasses.fields(self)}
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], source: str = "checkpoint") -> TrainState:
