@@ -4,6 +4,9 @@ Each run trains one CamVid recipe from ``configs/`` (by default ``segformer-b0-c
 with transeg's data pipeline and trainer for ``--minutes``, its schedule sized from a short
 calibration so that it ends with the budget, then evaluates on the 101 val frames at the recipe's
 ``test_scale`` and reports mIoU, per-class IoU and training images/s (``--no-transeg`` skips these).
+Each model is also evaluated with test-time augmentation (``--ms-flip-scales``, relative to the
+``test_scale``, each image and its mirror; ``--ms-flip-scales`` with no value skips it): the table
+gives both, "single / ms-flip".
 Unless ``--no-transformers``, the first (SegFormer) recipe also drives transformers'
 ``SegformerForSemanticSegmentation`` through the very same pipeline, loss, optimizer groups and
 schedule. Runs go concurrently, ``--threads`` each, so that all see the same machine, or one after
@@ -21,6 +24,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.timing import median_step_seconds
 from transeg.data.datasets import build_dataset
 from transeg.engine.evaluate import evaluate
-from transeg.engine.recipe import apply_overrides, load_config, parse_config
+from transeg.engine.recipe import EvalSection, apply_overrides, load_config, parse_config
 from transeg.engine.train import Trainer, build_training_model
 from transeg.models.outputs import SegOutput
 
@@ -98,14 +102,22 @@ def run(label: str, impl: str, config: Path, args) -> None:
     started = time.monotonic()
     result = trainer.fit(show_progress=False)
     train_seconds = time.monotonic() - started
-    metrics, _ = evaluate(trainer.model, build_dataset("camvid", CAMVID, "val"), cfg.eval, cfg.data.test_scale,
-                          show_progress=False)
     report = {"run": label, "model": cfg.model.name, "impl": impl, "iterations": result.iteration,
               "planned_iterations": iterations, "train_minutes": round(train_seconds / 60, 1),
               "train_images_per_s": round(result.iteration * cfg.train.batch_size / train_seconds, 2),
-              "mIoU": metrics.mIoU, "aAcc": metrics.aAcc,
-              "per_class_iou": dict(zip(metrics.class_names, metrics.iou, strict=True))}
+              "single": val_scores(trainer.result_model, cfg.eval, cfg.data.test_scale)}
+    if args.ms_flip_scales:
+        ms_flip = cfg.eval.model_copy(update={"mode": "ms-flip", "scales": tuple(args.ms_flip_scales), "flip": True})
+        report["ms_flip"] = {"scales": args.ms_flip_scales,
+                             **val_scores(trainer.result_model, ms_flip, cfg.data.test_scale)}
     (args.out / f"{label}.json").write_text(json.dumps(report, indent=2))
+
+
+def val_scores(model: nn.Module, eval_cfg: EvalSection, test_scale) -> dict:
+    """mIoU, aAcc and per-class IoU of ``model`` on CamVid val under ``eval_cfg``."""
+    metrics, _ = evaluate(model, build_dataset("camvid", CAMVID, "val"), eval_cfg, test_scale, show_progress=False)
+    return {"mIoU": metrics.mIoU, "aAcc": metrics.aAcc,
+            "per_class_iou": dict(zip(metrics.class_names, metrics.iou, strict=True))}
 
 
 def main() -> None:
@@ -119,6 +131,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes per run")
     parser.add_argument("--sequential", action="store_true", help="one run after another, not side by side")
     parser.add_argument("--out", type=Path, default=Path("runs/camvid_cpu"))
+    parser.add_argument("--ms-flip-scales", type=float, nargs="*", default=[1.0, 4 / 3, 5 / 3, 2.0],
+                        help="test-time scales of the second evaluation, relative to the recipe's test_scale")
     args = parser.parse_args()
     if args.no_transeg and args.no_transformers:
         parser.error("--no-transeg and --no-transformers leave no run")
@@ -130,28 +144,45 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=run, args=(*r, args)) for r in runs]
-    for process in processes:
-        process.start()
-        if args.sequential:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a terminated benchmark ends its runs too
+    try:
+        for process in processes:
+            process.start()
+            if args.sequential:
+                process.join()
+        for process in processes:
             process.join()
-    for process in processes:
-        process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
     reports = [json.loads((args.out / f"{label}.json").read_text()) for label, _, _ in runs]
     print(f"CamVid val, from random initialisation, {args.minutes:g} min of training each, "
           f"{args.threads} thread(s) each, runs {'one after another' if args.sequential else 'side by side'}\n")
     print("| | " + " | ".join(r["run"] for r in reports) + " |")
     print("| --- |" + " --- |" * len(reports))
     for key in ("mIoU", "aAcc"):
-        print(f"| {key} | " + " | ".join(f"{r[key] * 100:.2f}" for r in reports) + " |")
+        print(f"| {key} | " + " | ".join(_scores(r, key) for r in reports) + " |")
     for key in ("iterations", "train_images_per_s"):
         print(f"| {key} | " + " | ".join(str(r[key]) for r in reports) + " |")
-    for name in reports[0]["per_class_iou"]:
-        print(f"| IoU {name} | " + " | ".join(_pct(r["per_class_iou"][name]) for r in reports) + " |")
+    for name in reports[0]["single"]["per_class_iou"]:
+        print(f"| IoU {name} | " + " | ".join(_scores(r, "per_class_iou", name) for r in reports) + " |")
+    if args.ms_flip_scales:
+        print(f"\nsingle: at the recipe's test_scale; ms-flip: at scales {args.ms_flip_scales} of it, "
+              "each image and its mirror")
 
 
-def _pct(value: float) -> str:
-    return "n/a" if value != value else f"{value * 100:.1f}"
-
+def _scores(report: dict, *keys: str) -> str:
+    """The value under ``keys`` of the single-scale evaluation, then ' / ' the ms-flip one if any, in %."""
+    values = []
+    for kind in ("single", "ms_flip"):
+        if kind in report:
+            value = report[kind]
+            for key in keys:
+                value = value[key]
+            values.append("n/a" if value != value else f"{value * 100:.2f}")
+    return " / ".join(values)
 
 if __name__ == "__main__":
     main()
