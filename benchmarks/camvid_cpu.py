@@ -36,7 +36,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.timing import median_step_seconds
-from transeg.data.datasets import build_dataset
+from transeg.data.datasets import SegmentationDataset, build_dataset
 from transeg.engine.evaluate import evaluate
 from transeg.engine.recipe import EvalSection, apply_overrides, load_config, parse_config
 from transeg.engine.train import Trainer, build_training_model
@@ -102,20 +102,21 @@ def run(label: str, impl: str, config: Path, args) -> None:
     started = time.monotonic()
     result = trainer.fit(show_progress=False)
     train_seconds = time.monotonic() - started
+    val = build_dataset("camvid", CAMVID, "val")
     report = {"run": label, "model": cfg.model.name, "impl": impl, "iterations": result.iteration,
               "planned_iterations": iterations, "train_minutes": round(train_seconds / 60, 1),
               "train_images_per_s": round(result.iteration * cfg.train.batch_size / train_seconds, 2),
-              "single": val_scores(trainer.result_model, cfg.eval, cfg.data.test_scale)}
+              "single": val_scores(trainer.result_model, val, cfg.eval, cfg.data.test_scale)}
     if args.ms_flip_scales:
         ms_flip = cfg.eval.model_copy(update={"mode": "ms-flip", "scales": tuple(args.ms_flip_scales), "flip": True})
         report["ms_flip"] = {"scales": args.ms_flip_scales,
-                             **val_scores(trainer.result_model, ms_flip, cfg.data.test_scale)}
+                             **val_scores(trainer.result_model, val, ms_flip, cfg.data.test_scale)}
     (args.out / f"{label}.json").write_text(json.dumps(report, indent=2))
 
 
-def val_scores(model: nn.Module, eval_cfg: EvalSection, test_scale) -> dict:
-    """mIoU, aAcc and per-class IoU of ``model`` on CamVid val under ``eval_cfg``."""
-    metrics, _ = evaluate(model, build_dataset("camvid", CAMVID, "val"), eval_cfg, test_scale, show_progress=False)
+def val_scores(model: nn.Module, val: SegmentationDataset, eval_cfg: EvalSection, test_scale) -> dict:
+    """mIoU, aAcc and per-class IoU of ``model`` on ``val`` under ``eval_cfg``."""
+    metrics, _ = evaluate(model, val, eval_cfg, test_scale, show_progress=False)
     return {"mIoU": metrics.mIoU, "aAcc": metrics.aAcc,
             "per_class_iou": dict(zip(metrics.class_names, metrics.iou, strict=True))}
 
@@ -183,6 +184,7 @@ def _scores(report: dict, *keys: str) -> str:
                 value = value[key]
             values.append("n/a" if value != value else f"{value * 100:.2f}")
     return " / ".join(values)
+
 
 if __name__ == "__main__":
     main()
