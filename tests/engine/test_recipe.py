@@ -74,3 +74,12 @@ def test_dataset_from_config_uses_its_name_root_split_and_options(tmp_path):
     val = build_dataset_from_config(data, "val")
     assert len(val) == 2 and tuple(val.classes) == ("a", "b")
     assert len(build_dataset_from_config(data, "train")) == 3
+
+
+def test_a_check_across_sections_names_its_keys_only():
+    with pytest.raises(TransegError) as caught:
+        parse_config({"data": {"dataset": "folder", "root": "/x"}, "schedule": {"iterations": 1}}, "c.yaml")
+    assert str(caught.value) == "c.yaml: schedule.warmup_iters must be below schedule.iterations"
+    with pytest.raises(TransegError) as caught:
+        parse_config({"data": {"dataset": "folder", "root": "/x", "ratio_range": [2, 1]}}, "c.yaml")
+    assert str(caught.value) == "c.yaml: data: ratio_range (2.0, 1.0) is not (low, high)"
