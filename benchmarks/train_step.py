@@ -5,6 +5,8 @@ machine load touches each model alike. The steps run in a retained heap, as in `
 (``engine/heap.py``). Run the same command on two commits to compare them.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_step.py --models segmenter-t16-mask segdeformer-mit-b0-eff
+
+``--precisions fp32 bf16`` times each model under each ``train.precision`` in the same rounds.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ from transeg.engine.recipe import parse_config
 from transeg.engine.train import Trainer
 
 
-def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch: int, steps: int) -> Trainer:
-    """A trainer of ``model`` on the synthetic folder ``root``, ``steps`` iterations of ``batch`` crops."""
+def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch: int, steps: int,
+                precision: str = "fp32") -> Trainer:
+    """A trainer of ``model`` on the synthetic folder ``root``, ``steps`` iterations of ``batch`` crops
+    under ``train.precision`` ``precision``."""
     return Trainer(parse_config({
         "model": {"name": model},
         "data": {"dataset": "folder", "root": str(root), "crop_size": list(size), "scale": [size[1], size[0]],
                  "ratio_range": [1.0, 1.0], "test_scale": None, "num_workers": 0, "val_split": None},
         "optimizer": {"type": "adamw", "lr": 6e-4, "weight_decay": 0.01},
         "schedule": {"iterations": steps, "warmup_iters": 1},
-        "train": {"batch_size": batch, "eval_interval": 10**9, "checkpoint_interval": 10**9, "log_interval": 10**9},
+        "train": {"batch_size": batch, "precision": precision, "eval_interval": 10**9, "checkpoint_interval": 10**9, "log_interval": 10**9},
         "output_dir": str(out),
     }))
 
@@ -55,16 +59,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = tuple(args.size)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_dataset(Path(tmp) / "data", 2 * args.batch, 1, size)
-        trainers = {m: trainer_for(m, root, Path(tmp) / m, size, args.batch, args.steps + 1) for m in args.models}
+        trainers = {f"{m} {p}": trainer_for(m, root, Path(tmp) / f"{m}-{p}", size, args.batch, args.steps + 1, p)
+                    for m in args.models for p in args.precisions}
         seconds = step_seconds(trainers, args.steps)
-    print(f"training step, batch {args.batch}, {size[0]}x{size[1]}, fp32, {args.threads} threads, "
+    print(f"training step, batch {args.batch}, {size[0]}x{size[1]}, {args.threads} threads, "
           f"median of {args.steps} interleaved steps after one warm-up\n")
-    print("| model | s/step | images/s |\n| --- | --- | --- |")
+    print("| model precision | s/step | images/s |\n| --- | --- | --- |")
     for name, median in seconds.items():
         print(f"| {name} | {median:.3f} | {args.batch / median:.2f} |")
 

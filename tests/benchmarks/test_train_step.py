@@ -15,3 +15,9 @@ def test_every_trainer_takes_the_warm_up_and_the_timed_steps(tmp_path) -> None:
     for name, trainer in trainers.items():
         assert trainer.scheduler.last_epoch == 3  # warm-up + 2 timed steps
         assert any(not p.equal(q) for p, q in zip(trainer.model.parameters(), before[name], strict=True))
+
+
+def test_a_trainer_takes_the_precision_it_is_given(tmp_path) -> None:
+    root = write_synthetic_dataset(tmp_path / "data", 4, 1, (64, 64))
+    assert trainer_for("segformer-b0", root, tmp_path / "a", (64, 64), 2, 3, "bf16").cfg.train.precision == "bf16"
+    assert trainer_for("segformer-b0", root, tmp_path / "b", (64, 64), 2, 3).cfg.train.precision == "fp32"
