@@ -50,6 +50,8 @@ class DataSection(_Section):
     num_workers: int = Field(2, ge=0)
     subset: float | None = Field(None, gt=0, le=1)  # train on this seeded fraction of train_split (Segmenter Table 5)
     subset_seed: int = 0  # which images the fraction keeps
+    # classes whose pixels each training crop receives from the previous crop of its batch (data/class_paste.py)
+    paste_classes: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> DataSection:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from transeg.data.class_paste import ClassPasteCollate, class_indices
 from transeg.data.datasets import SegmentationDataset
 from transeg.data.labelled import require_labelled_pixels
 from transeg.data.labels import IGNORE_INDEX
@@ -53,17 +54,20 @@ from transeg.weights.native import save_model
 
 def train_loader(train_set: SegmentationDataset, cfg: TrainConfig, mean: Any, std: Any, start_iteration: int = 0,
                  info: DistInfo | None = None) -> torch.utils.data.DataLoader:
-    """The training batches of ``cfg`` from ``start_iteration`` on: decode, augment and collate in
-    ``cfg.data.num_workers`` worker processes, this process's share under DDP."""
+    """The training batches of ``cfg`` from ``start_iteration`` on: decode, augment and collate (and
+    paste ``data.paste_classes``) in ``cfg.data.num_workers`` worker processes, this process's share
+    under DDP."""
     data, info = cfg.data, info or DistInfo()
     transform = train_transforms(data.crop_size, data.scale, data.ratio_range, mean, std, data.cat_max_ratio)
+    collate_fn = ClassPasteCollate(class_indices(data.paste_classes, train_set.classes, "data.paste_classes")) \
+        if data.paste_classes else collate
     sampler = IterationBatchSampler(
         len(train_set), cfg.train.batch_size, cfg.train.seed, start_iteration, cfg.schedule.iterations,
         info.rank, info.world_size, cfg.train.grad_accum,
     )
     return torch.utils.data.DataLoader(
         TrainStream(train_set, transform, cfg.train.seed, cfg.train.on_bad_sample),
-        batch_sampler=sampler, collate_fn=collate,
+        batch_sampler=sampler, collate_fn=collate_fn,
         num_workers=data.num_workers, persistent_workers=False,
         generator=torch.Generator().manual_seed(cfg.train.seed),  # leaves the global RNG alone
     )
@@ -139,6 +143,7 @@ class Trainer:
         self.train_set = build_dataset_from_config(data, data.train_split)
         if data.subset is not None:
             self.train_set = subset(self.train_set, data.subset, data.subset_seed)
+        class_indices(data.paste_classes, self.train_set.classes, "data.paste_classes")  # names checked now
         self.val_set: SegmentationDataset | None = (
             build_dataset_from_config(data, data.val_split) if data.val_split else None
         )
