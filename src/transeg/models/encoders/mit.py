@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from transeg.errors import TransegError
 from transeg.models.encoders.base import Encoder
+from transeg.models.layers.attention import attention
 from transeg.models.layers.cache import DerivedTensorCache, is_tracing
 from transeg.models.layers.drop import DropPath, drop_path_rates
 from transeg.models.layers.init import init_transformer_weights
@@ -123,7 +123,7 @@ class EfficientSelfAttention(nn.Module):
         q = self.q(x).reshape(b, n, self.heads, c // self.heads).transpose(1, 2)
         kv_in = self.norm(tokens(self.sr(token_map(x, h, w)))) if self.sr_ratio > 1 else x
         k, v = self.kv(kv_in).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
