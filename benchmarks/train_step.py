@@ -38,7 +38,8 @@ def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch:
                  "ratio_range": [1.0, 1.0], "test_scale": None, "num_workers": 0, "val_split": None},
         "optimizer": {"type": "adamw", "lr": 6e-4, "weight_decay": 0.01},
         "schedule": {"iterations": steps, "warmup_iters": 1},
-        "train": {"batch_size": batch, "precision": precision, "eval_interval": 10**9, "checkpoint_interval": 10**9, "log_interval": 10**9},
+        "train": {"batch_size": batch, "precision": precision, "eval_interval": 10**9,
+                  "checkpoint_interval": 10**9, "log_interval": 10**9},
         "output_dir": str(out),
     }))
 

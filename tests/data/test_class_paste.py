@@ -6,11 +6,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from tests.engine.test_train import tiny_config
 from transeg.cli import cli
 from transeg.data.class_paste import paste_classes
 from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine.train import Trainer
-from tests.engine.test_train import tiny_config
 
 
 def pasted_by_hand(image: torch.Tensor, label: torch.Tensor, classes: set[int]):
@@ -59,7 +59,8 @@ def test_an_unknown_class_is_one_line(tmp_path):
     root = write_synthetic_dataset(tmp_path / "scenes", num_train=2, num_val=1, size=(32, 32))
     path = tmp_path / "c.yaml"
     path.write_text(f"data: {{dataset: folder, root: {root}, crop_size: [32, 32], num_workers: 0, "
-                    f"paste_classes: [disc, pole]}}\nschedule: {{iterations: 1, warmup_iters: 0}}\noutput_dir: {tmp_path / 'run'}\n")
+                    f"paste_classes: [disc, pole]}}\nschedule: {{iterations: 1, warmup_iters: 0}}\n"
+                    f"output_dir: {tmp_path / 'run'}\n")
     result = CliRunner().invoke(cli, ["train", str(path)])
     assert result.exit_code == 2, result.output
     assert result.output.strip() == ("error: data.paste_classes: 'pole' is not a class of the dataset "
