@@ -6,7 +6,8 @@ machine load touches each model alike. The steps run in a retained heap, as in `
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/train_step.py --models segmenter-t16-mask segdeformer-mit-b0-eff
 
-``--precisions fp32 bf16`` times each model under each ``train.precision`` in the same rounds.
+``--precisions fp32 bf16 bf16-flash`` times each model under each ``train.precision`` in the same
+rounds; ``bf16-flash`` is bf16 with attention on PyTorch's CPU flash kernel (``flash_step``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -26,6 +29,7 @@ from transeg.data.synthetic import write_synthetic_dataset
 from transeg.engine.heap import retained_heap
 from transeg.engine.recipe import parse_config
 from transeg.engine.train import Trainer
+from transeg.models.layers import attention as attention_module
 
 
 def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch: int, steps: int,
@@ -44,13 +48,23 @@ def trainer_for(model: str, root: Path, out: Path, size: tuple[int, int], batch:
     }))
 
 
-def step_seconds(trainers: dict[str, Trainer], steps: int) -> dict[str, float]:
+def flash_step(step: Callable[[], object]) -> object:
+    """``step()`` with attention on PyTorch's SDPA kernel even under CPU bf16 autocast, as before
+    ``models/layers/attention.py`` took explicit bf16 products there."""
+    with mock.patch.object(attention_module, "cpu_bf16_autocast", return_value=False):
+        return step()
+
+
+def step_seconds(trainers: dict[str, Trainer], steps: int, flash: Collection[str] = ()) -> dict[str, float]:
     """The median seconds of each trainer's step (``Trainer._step``: its loader's next batch, loss,
-    backward, AdamW) over ``steps`` rounds that step every trainer in turn, after one warm-up round."""
-    runs = {name: (trainer, trainer._training_network(), iter(trainer._loader())) for name, trainer in trainers.items()}
+    backward, AdamW) over ``steps`` rounds that step every trainer in turn, after one warm-up round;
+    the trainers named in ``flash`` step through ``flash_step``."""
+    steps_of = {}
+    for name, trainer in trainers.items():
+        step = partial(trainer._step, trainer._training_network(), iter(trainer._loader()))
+        steps_of[name] = partial(flash_step, step) if name in flash else step
     with retained_heap():
-        return interleaved_medians({name: partial(trainer._step, network, batches)
-                                    for name, (trainer, network, batches) in runs.items()}, steps)
+        return interleaved_medians(steps_of, steps)
 
 
 def main() -> None:
@@ -60,15 +74,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6, help="timed steps after one warm-up step")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16", "bf16-flash", "fp16"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = tuple(args.size)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_dataset(Path(tmp) / "data", 2 * args.batch, 1, size)
-        trainers = {f"{m} {p}": trainer_for(m, root, Path(tmp) / f"{m}-{p}", size, args.batch, args.steps + 1, p)
+        trainers = {f"{m} {p}": trainer_for(m, root, Path(tmp) / f"{m}-{p}", size, args.batch, args.steps + 1,
+                                            p.removesuffix("-flash"))
                     for m in args.models for p in args.precisions}
-        seconds = step_seconds(trainers, args.steps)
+        seconds = step_seconds(trainers, args.steps, [name for name in trainers if name.endswith("-flash")])
     print(f"training step, batch {args.batch}, {size[0]}x{size[1]}, {args.threads} threads, "
           f"median of {args.steps} interleaved steps after one warm-up\n")
     print("| model precision | s/step | images/s |\n| --- | --- | --- |")
