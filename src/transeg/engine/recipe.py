@@ -205,13 +205,13 @@ def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = "".join(f"{p}: " if i == len(error["loc"]) - 1 else f"{p}." for i, p in enumerate(error["loc"]))
+        key = ".".join(str(p) for p in error["loc"])
         # a whole section's check names its keys itself: its input (the section) is left out
         shown = error["type"] != "missing" and "input" in error and not isinstance(error["input"], dict)
         got = f" (got {error['input']!r})" if shown else ""
         more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-        raise TransegError(f"{source}: {key}{message}{got}{more}") from None
+        raise TransegError(f"{source}: {key + ': ' if key else ''}{message}{got}{more}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:

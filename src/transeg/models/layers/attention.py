@@ -28,7 +28,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
     b, h, n, _ = q.shape
     if q.device.type == "cpu" and cpu_bf16_autocast() and b * h * n * k.shape[-2] <= EXPLICIT_BF16_MAX_WEIGHTS:
         weights = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
-        return F.dropout(weights, dropout_p) @ v if dropout_p else weights @ v
+        return F.dropout(weights, dropout_p) @ v  # p = 0: the weights themselves
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
 
 
